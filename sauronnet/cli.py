@@ -1,0 +1,176 @@
+"""Every console entry point. The ONLY module that reads ``os.environ`` and configures logging handlers.
+
+Data roots: ``SAURON_RAW``, ``SAURON_PREPROCESSED``, ``SAURON_RESULTS``; each defaults to
+``./sauron_data/{raw,preprocessed,results}``. Entry points are ``main(argv) -> exit status`` functions so tests
+call them in-process.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from sauronnet.dataset import DatasetError
+from sauronnet.paths import Paths
+
+logger = logging.getLogger("sauronnet")
+
+DEFAULT_ROOT = Path("sauron_data")
+ENV_HELP = ("Data roots come from SAURON_RAW, SAURON_PREPROCESSED and SAURON_RESULTS "
+            "(defaults: ./sauron_data/raw, ./sauron_data/preprocessed, ./sauron_data/results).")
+
+
+def paths_from_env() -> Paths:
+    """The data roots from the environment, each defaulting under ``./sauron_data``."""
+    default = Paths.under(DEFAULT_ROOT)
+    return Paths(Path(os.environ.get("SAURON_RAW") or default.raw),
+                 Path(os.environ.get("SAURON_PREPROCESSED") or default.preprocessed),
+                 Path(os.environ.get("SAURON_RESULTS") or default.results))
+
+
+def _setup_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_sauron", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._sauron = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _default_processes() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _report(problems: Sequence[str]) -> int:
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    print(f"{len(problems)} problem(s) found; nothing was written.", file=sys.stderr)
+    return 1
+
+
+# ---- sauron_plan_and_preprocess ----------------------------------------------------------------------------------
+def plan_and_preprocess_main(argv: Sequence[str] | None = None) -> int:
+    """``sauron_plan_and_preprocess``: fingerprint, plan and preprocess one or more datasets."""
+    from planners import PLANNERS
+
+    parser = argparse.ArgumentParser(
+        prog="sauron_plan_and_preprocess",
+        description="Checks a raw nnU-Net v2 dataset, extracts its fingerprint (dataset_fingerprint.json), plans "
+                    "the configurations (PRESET/plans.json) and preprocesses the training cases into "
+                    "SAURON_PREPROCESSED/DatasetXXX_Name/PRESET/CONFIG/. " + ENV_HELP,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-d", "--dataset", nargs="+", required=True, metavar="TASK",
+                        help="dataset id(s) (1) or folder name(s) (Dataset001_Demo)")
+    parser.add_argument("--preset", choices=sorted(PLANNERS), default="nnunet",
+                        help="nnunet: nnU-Net v2's GPU plans; cpu: same spacing/topology, network and patch sized "
+                             "for a CPU workstation (a few GFLOP per training forward)")
+    parser.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"], metavar="CONFIG",
+                        help="configurations to preprocess (3d_fullres, 2d, 3d_lowres, or 'all'); every "
+                             "configuration is planned either way")
+    parser.add_argument("-np", "--num-processes", type=int, default=_default_processes(),
+                        help="worker processes for fingerprinting and preprocessing")
+    parser.add_argument("--verify", action="store_true",
+                        help="first read and check every file (training and imagesTs): geometry agreement, "
+                             "declared label values, NaN/inf. Training cases are always checked while "
+                             "fingerprinting; this adds the test images and stops before any computation")
+    parser.add_argument("--plan-only", action="store_true", help="write fingerprint and plans, skip preprocessing")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.num_processes < 1:
+        parser.error("-np must be at least 1")
+    paths = paths_from_env()
+    for task in args.dataset:
+        try:
+            status = _plan_and_preprocess(paths, task, args, PLANNERS[args.preset]())
+        except DatasetError as e:
+            return _report(e.problems)
+        except (FileNotFoundError, ValueError) as e:
+            return _report([str(e)])
+        if status:
+            return status
+    return 0
+
+
+def _plan_and_preprocess(paths: Paths, task: str, args: argparse.Namespace, planner) -> int:
+    from sauronnet.dataset import load_raw_dataset, verify_dataset
+    from sauronnet.fingerprint import extract_fingerprint
+    from sauronnet.data.splits import ensure_splits
+    from sauronnet.preprocessing.preprocess import config_folder, preprocess_dataset
+    from sauronnet.serialization import write_json_atomic
+
+    t0 = time.perf_counter()
+    name = paths.dataset_name(task)
+    raw = paths.raw / name
+    dataset = load_raw_dataset(raw)
+    progress = not args.no_progress
+    if args.verify:
+        problems = verify_dataset(dataset, args.num_processes, progress)
+        if problems:
+            return _report(problems)
+        logger.info("%s: %d training and %d test cases verified", name, len(dataset.training), len(dataset.test))
+    fingerprint = extract_fingerprint(dataset, args.num_processes, progress)
+    plans = planner.plan(dataset, fingerprint)
+    wanted = list(plans.configurations) if "all" in args.configurations else list(args.configurations)
+    for c in wanted:
+        plans.configuration(c)
+
+    out = paths.preprocessed / name
+    write_json_atomic(out / "dataset_fingerprint.json", fingerprint)
+    shutil.copyfile(raw / "dataset.json", out / "dataset.json")
+    plans_path = out / plans.preset / "plans.json"
+    plans.save(plans_path)
+    ensure_splits(out, raw, [c.case_id for c in dataset.training])
+    for cname, cfg in plans.configurations.items():
+        print(f"{name} [{plans.preset}] {cname}: spacing {_fmt(cfg.spacing)}, patch {list(cfg.patch_size)}, "
+              f"batch {cfg.batch_size}, {cfg.network.n_stages} stages, widths {list(cfg.network.features_per_stage)}, "
+              f"~{cfg.estimated_forward_gflops:.1f} GFLOP per training forward")
+    print(f"plans: {plans_path}")
+    if not args.plan_only:
+        for c in wanted:
+            folder = config_folder(out, plans.preset, c)
+            ids = preprocess_dataset(dataset, plans, c, folder, args.num_processes, progress)
+            print(f"preprocessed {len(ids)} cases ({c}) into {folder}")
+    print(f"{name}: done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+# ---- sauron_demo_data --------------------------------------------------------------------------------------------
+def demo_data_main(argv: Sequence[str] | None = None) -> int:
+    """``sauron_demo_data``: writes the built-in synthetic dataset into SAURON_RAW."""
+    from sauronnet.demo import DemoSpec, write_demo_dataset
+
+    defaults = DemoSpec()
+    parser = argparse.ArgumentParser(
+        prog="sauron_demo_data",
+        description="Writes the deterministic synthetic demo dataset (MR-like volumes, labels lesion and vessel, "
+                    "1x1x2.5 mm voxels, oblique geometry) in nnU-Net v2 raw layout into SAURON_RAW. Test images "
+                    "go to imagesTs, their reference labels to labelsTs. " + ENV_HELP,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--id", type=int, default=defaults.dataset_id, help="dataset id (DatasetXXX_Demo)")
+    parser.add_argument("--train", type=int, default=defaults.n_train, help="training cases")
+    parser.add_argument("--test", type=int, default=defaults.n_test, help="test cases")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing demo dataset")
+    args = parser.parse_args(argv)
+    _setup_logging(False)
+    if args.train < 1 or args.test < 0:
+        parser.error("--train must be ≥ 1 and --test ≥ 0")
+    spec = DemoSpec(dataset_id=args.id, n_train=args.train, n_test=args.test, seed=args.seed)
+    try:
+        folder = write_demo_dataset(paths_from_env().raw, spec, overwrite=args.overwrite)
+    except FileExistsError as e:
+        return _report([str(e)])
+    print(f"wrote {spec.n_train} training and {spec.n_test} test cases to {folder}")
+    return 0

@@ -1,0 +1,1 @@
+"""Training data: cross-validation splits (and, later, patch loading and augmentation)."""

@@ -1,0 +1,207 @@
+"""Image reading and writing with SimpleITK; the ONLY module where axes flip.
+
+SimpleITK speaks (x, y, z); numpy arrays from it are (z, y, x). Everything outside this module uses array
+order: images are float32 ``(C, Z, Y, X)``, label maps integer ``(Z, Y, X)``, spacings ``(z, y, x)`` in mm.
+:class:`Geometry` keeps the ITK header as read so that outputs are written back with the input's exact
+spacing, origin and direction.
+
+2D images (PNG and friends, or 2D NIfTI) are read as a single slice ``(1, Y, X)`` with a z spacing of 999, the
+convention nnU-Net uses so that its planner never pools across slices.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+#: z spacing given to 2D images (nnU-Net's convention).
+SPACING_2D = 999.0
+#: Tolerances when comparing the geometries of the files of one case (mm and direction cosines).
+GEOMETRY_RTOL = 1e-5
+GEOMETRY_ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Header of an image as SimpleITK reports it, in ITK (x, y, z) order.
+
+    Attributes:
+        spacing: voxel size, ITK order (x, y[, z]).
+        origin: world position of the first voxel, ITK order.
+        direction: direction cosines, row-major, ITK order (4 or 9 values).
+        shape: array shape in numpy order (z, y, x) — always 3 values (2D images get z = 1).
+    """
+
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+    shape: tuple[int, ...]
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        """Spacing in array order (z, y, x); 2D images get z = :data:`SPACING_2D`."""
+        if len(self.spacing) == 2:
+            return (SPACING_2D, float(self.spacing[1]), float(self.spacing[0]))
+        return tuple(float(s) for s in self.spacing[::-1])  # type: ignore[return-value]
+
+    def mismatch(self, other: Geometry) -> str | None:
+        """Describes how ``other`` differs from this geometry beyond tolerance, or None if they agree."""
+        if self.shape != other.shape:
+            return f"shape {other.shape} != {self.shape}"
+        for name in ("spacing", "origin", "direction"):
+            a, b = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
+            if a.shape != b.shape or not np.allclose(a, b, rtol=GEOMETRY_RTOL, atol=GEOMETRY_ATOL):
+                return f"{name} {tuple(np.round(b, 6))} != {tuple(np.round(a, 6))}"
+        return None
+
+
+def _geometry_of(img: sitk.Image) -> Geometry:
+    size = img.GetSize()
+    shape = (1, size[1], size[0]) if len(size) == 2 else tuple(int(s) for s in size[::-1])
+    return Geometry(tuple(float(s) for s in img.GetSpacing()), tuple(float(o) for o in img.GetOrigin()),
+                    tuple(float(d) for d in img.GetDirection()), shape)
+
+
+def read_geometry(path: str | Path) -> Geometry:
+    """Reads only the header of ``path`` (cheap; no voxel data)."""
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise ValueError(f"{path}: SimpleITK cannot read this file's header ({_first_line(e)}); "
+                         "re-export it as .nii.gz, .nrrd or .mha") from e
+    size = reader.GetSize()
+    if len(size) not in (2, 3) or reader.GetNumberOfComponents() != 1:
+        raise ValueError(f"{path}: expected a 2D or 3D single-component image, got size {size} with "
+                         f"{reader.GetNumberOfComponents()} components; split channels into separate files "
+                         "(CASE_0000, CASE_0001, ...)")
+    shape = (1, size[1], size[0]) if len(size) == 2 else tuple(int(s) for s in size[::-1])
+    return Geometry(tuple(float(s) for s in reader.GetSpacing()), tuple(float(o) for o in reader.GetOrigin()),
+                    tuple(float(d) for d in reader.GetDirection()), shape)
+
+
+def _read(path: Path) -> sitk.Image:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        if path.is_dir():
+            names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
+            if not names:
+                raise ValueError(f"{path}: folder holds no DICOM series")
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(names)
+            img = reader.Execute()
+        else:
+            img = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise ValueError(f"{path}: SimpleITK cannot read this file ({_first_line(e)}); "
+                         "re-export it as .nii.gz, .nrrd or .mha") from e
+    if img.GetDimension() not in (2, 3) or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path}: expected a 2D or 3D single-component image, got dimension "
+                         f"{img.GetDimension()} with {img.GetNumberOfComponentsPerPixel()} components; split "
+                         "channels into separate files (CASE_0000, CASE_0001, ...)")
+    return img
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def _to_array(img: sitk.Image) -> np.ndarray:
+    arr = sitk.GetArrayFromImage(img)
+    return arr[None] if arr.ndim == 2 else arr
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """Reads one image channel.
+
+    Returns:
+        ``data``: float32 (Z, Y, X); its :class:`Geometry`.
+    """
+    img = _read(Path(path))
+    return _to_array(img).astype(np.float32, copy=False), _geometry_of(img)
+
+
+def read_images(paths: Sequence[str | Path]) -> tuple[np.ndarray, Geometry]:
+    """Reads the channels of one case and checks that their geometries agree.
+
+    Returns:
+        ``data``: float32 (C, Z, Y, X); the geometry of the first channel.
+
+    Raises:
+        ValueError: if a channel's shape, spacing, origin or direction differs from the first one's.
+    """
+    arrays, geometry = [], None
+    for p in paths:
+        arr, geo = read_image(p)
+        if geometry is None:
+            geometry = geo
+        else:
+            diff = geometry.mismatch(geo)
+            if diff:
+                raise ValueError(f"{p}: geometry differs from {paths[0]} ({diff}); resample all channels of a "
+                                 "case onto the same grid")
+        arrays.append(arr)
+    if geometry is None:
+        raise ValueError("read_images needs at least one file")
+    return np.stack(arrays), geometry
+
+
+def read_seg(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """Reads a label map.
+
+    Returns:
+        ``seg``: the file's integer dtype (Z, Y, X) (floats are kept so that a caller can reject them);
+        its :class:`Geometry`.
+    """
+    img = _read(Path(path))
+    return _to_array(img), _geometry_of(img)
+
+
+def write_seg(seg: np.ndarray, geometry: Geometry, path: str | Path) -> None:
+    """Writes a label map ``seg`` (Z, Y, X) with ``geometry``'s exact header, atomically.
+
+    The temporary file keeps the target's extension so SimpleITK picks the same format.
+    """
+    path = Path(path)
+    arr = np.asarray(seg)
+    if arr.shape != tuple(geometry.shape):
+        raise ValueError(f"{path}: label map shape {arr.shape} != geometry shape {geometry.shape}")
+    dtype = np.uint8 if arr.min(initial=0) >= 0 and arr.max(initial=0) < 256 else np.int16
+    img = sitk.GetImageFromArray(arr[0].astype(dtype) if len(geometry.spacing) == 2 else arr.astype(dtype))
+    img.SetSpacing(geometry.spacing)
+    img.SetOrigin(geometry.origin)
+    img.SetDirection(geometry.direction)
+    _write_atomic(img, path)
+
+
+def write_image(data: np.ndarray, geometry: Geometry, path: str | Path) -> None:
+    """Writes a float32 image ``data`` (Z, Y, X) with ``geometry``'s exact header, atomically."""
+    path = Path(path)
+    arr = np.asarray(data, dtype=np.float32)
+    img = sitk.GetImageFromArray(arr[0] if len(geometry.spacing) == 2 else arr)
+    img.SetSpacing(geometry.spacing)
+    img.SetOrigin(geometry.origin)
+    img.SetDirection(geometry.direction)
+    _write_atomic(img, path)
+
+
+def _write_atomic(img: sitk.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(img, tmp, useCompression=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

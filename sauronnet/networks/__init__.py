@@ -1,0 +1,1 @@
+"""Networks: the nnU-Net PlainConvUNet topology and cost estimates of it."""

@@ -1,0 +1,1 @@
+"""Preprocessing: transpose, crop to nonzero, normalise, resample (nnU-Net v2's DefaultPreprocessor rules)."""
