@@ -118,11 +118,15 @@ class NnUNetPlanner:
         c = self.settings.convs_per_stage
         return NetworkPlan(self.features(n, dim), topo.kernel_sizes, topo.strides, (c,) * n, (c,) * (n - 1))
 
-    def initial_patch(self, spacing: Sequence[float], median_shape: Sequence[float]) -> list[int]:
+    def initial_patch(self, spacing: Sequence[float], median_shape: Sequence[float]) -> list[float]:
+        """Aspect ∝ 1/spacing at the volume of edge^dim, clipped to the median shape.
+
+        Not rounded after clipping: a median of 64.5 voxels must pad up to 72, as in nnU-Net.
+        """
         tmp = 1 / np.asarray(spacing, float)
         edge = self.settings.initial_patch_edge_2d if len(spacing) == 2 else self.settings.initial_patch_edge_3d
         patch = [round(float(i)) for i in tmp * (edge ** len(spacing) / np.prod(tmp)) ** (1 / len(spacing))]
-        return [int(min(p, m)) for p, m in zip(patch, median_shape)]
+        return [min(float(p), float(m)) for p, m in zip(patch, median_shape)]
 
     def plan_configuration(self, spacing: Sequence[float], median_shape: Sequence[float], n_voxels_dataset: float,
                            channel_names: Sequence[str], n_classes: int, median_relative_size: float,

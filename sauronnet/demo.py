@@ -37,6 +37,8 @@ class DemoSpec:
     spacing_xyz: tuple[float, float, float] = (1.0, 1.0, 2.5)
     channel_name: str = "MR"
     seed: int = 0
+    #: False: zero outside the body (cropping and masked normalisation apply); True: low noise everywhere.
+    background_noise: bool = False
 
     @property
     def folder_name(self) -> str:
@@ -87,6 +89,8 @@ def make_case(spec: DemoSpec, index: int) -> tuple[sitk.Image, sitk.Image]:
     gx, gy, gz = rng.uniform(-0.15, 0.15, 3)
     bias = 1 + gx * x / ext[0] + gy * y / ext[1] + gz * z / ext[2] + 0.1 * (x / ext[0]) ** 2
     img = img * bias + rng.normal(0, 0.08 * base, img.shape) * body
+    if spec.background_noise:
+        img = img + np.abs(rng.normal(0, 0.05 * base, img.shape)) * ~body
     img = img.astype(np.float32)
 
     geometry = dict(spacing=tuple(float(s) for s in spec.spacing_xyz),

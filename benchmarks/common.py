@@ -1,0 +1,86 @@
+"""Helpers shared by the benchmark scripts: the nnU-Net peer venv, synthetic datasets, measured runs.
+
+nnU-Net v2 lives in its own venv (``.bench-venv``: ``pip install nnunetv2 torch==2.13.0``) and is only ever run
+as a subprocess, so it never becomes a dependency of SauronNet.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_VENV = Path(os.environ.get("SAURON_BENCH_VENV", ROOT / ".bench-venv"))
+OUR_BIN = ROOT / ".venv" / "bin"
+CACHE = ROOT / "benchmarks" / "cache"
+
+
+def nnunet_bin(tool: str) -> Path | None:
+    """Path of an nnU-Net console script in the peer venv, or None when it is not installed."""
+    p = BENCH_VENV / "bin" / tool
+    return p if p.exists() else None
+
+
+def toy64_spec():
+    """The 10-case ~64³ set with 1 × 1 × 2.5 mm voxels used for nnU-Net parity (DESIGN.md §4).
+
+    Noise fills the background, so cropping keeps the whole ~62 × 70 × 62 (x, y, z) volume.
+    """
+    from sauronnet.demo import DemoSpec
+    return DemoSpec(dataset_id=2, name="Toy64", n_train=10, n_test=0, size_xyz=(62, 70, 62), size_jitter=2,
+                    background_noise=True)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of ``pid`` and all its descendants, read from /proc."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+            for task in Path(f"/proc/{p}/task").iterdir():
+                children = (task / "children").read_text().split()
+                stack.extend(int(c) for c in children)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run_measured(cmd: Sequence[str], env: dict | None = None, poll_s: float = 0.02) -> tuple[float, int, str]:
+    """Runs ``cmd``; returns wall seconds, peak summed RSS of its process tree (bytes), and its output.
+
+    Raises:
+        RuntimeError: if the command fails (its output is included).
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(map(str, cmd)), env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss(proc.pid))
+        time.sleep(poll_s)
+    out = proc.stdout.read() if proc.stdout else ""
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{out[-4000:]}")
+    return wall, peak, out
+
+
+def threads_env(n: int) -> dict:
+    return {k: str(n) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
