@@ -94,13 +94,14 @@ def load_raw_dataset(folder: str | Path) -> RawDataset:
     if not isinstance(num_training, int) or isinstance(num_training, bool) or num_training < 1:
         raise DatasetError([f"{spec_path}: numTraining must be a positive integer, got {num_training!r}"])
 
-    training = _pair_cases(folder / "imagesTr", folder / "labelsTr", len(channel_names), file_ending, problems)
-    test = _pair_cases(folder / "imagesTs", None, len(channel_names), file_ending, problems)
-    if not training and not problems:
+    training, n_found = _pair_cases(folder / "imagesTr", folder / "labelsTr", len(channel_names), file_ending,
+                                    problems)
+    test, _ = _pair_cases(folder / "imagesTs", None, len(channel_names), file_ending, problems)
+    if not n_found:
         problems.append(f"{folder / 'imagesTr'}: no training images ending in {file_ending}; expected files "
                         f"named CASE_0000{file_ending}")
-    if training and len(training) != num_training:
-        problems.append(f"{spec_path}: numTraining is {num_training} but imagesTr holds {len(training)} cases; "
+    elif n_found != num_training:
+        problems.append(f"{spec_path}: numTraining is {num_training} but imagesTr holds {n_found} cases; "
                         "correct numTraining")
     if problems:
         raise DatasetError(problems)
@@ -143,9 +144,10 @@ def _parse_labels(spec: dict, spec_path: Path) -> dict[str, int]:
 
 
 def _pair_cases(images_dir: Path, labels_dir: Path | None, n_channels: int, ending: str,
-                problems: list[str]) -> list[Case]:
+                problems: list[str]) -> tuple[list[Case], int]:
+    """Complete cases of a folder, and how many case ids it holds (complete or not)."""
     if not images_dir.is_dir():
-        return []
+        return [], 0
     pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
     by_case: dict[str, dict[int, Path]] = {}
     for p in sorted(images_dir.iterdir()):
@@ -180,7 +182,7 @@ def _pair_cases(images_dir: Path, labels_dir: Path | None, n_channels: int, endi
                                 "images")
                 continue
         cases.append(Case(case_id, tuple(channels[c] for c in range(n_channels)), label))
-    return cases
+    return cases, len(by_case)
 
 
 def check_headers(case: Case) -> list[str]:

@@ -1,0 +1,58 @@
+"""Shared fixtures: small seeded synthetic datasets in nnU-Net v2 raw layout."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from sauronnet.demo import DemoSpec, write_demo_dataset
+
+#: A small demo variant: fast to write and to preprocess, same structure as the real demo.
+SMALL_DEMO = DemoSpec(n_train=6, n_test=2, size_xyz=(40, 40, 16), size_jitter=2)
+
+
+@pytest.fixture(scope="session")
+def small_demo_raw(tmp_path_factory) -> Path:
+    """A read-only small demo dataset (copy it before modifying)."""
+    return write_demo_dataset(tmp_path_factory.mktemp("raw"), SMALL_DEMO)
+
+
+@pytest.fixture
+def data_roots(tmp_path, monkeypatch):
+    """Points SAURON_RAW / SAURON_PREPROCESSED / SAURON_RESULTS into tmp_path; returns the three paths."""
+    roots = {k: tmp_path / k.split("_")[1].lower() for k in ("SAURON_RAW", "SAURON_PREPROCESSED", "SAURON_RESULTS")}
+    for k, v in roots.items():
+        monkeypatch.setenv(k, str(v))
+    return roots["SAURON_RAW"], roots["SAURON_PREPROCESSED"], roots["SAURON_RESULTS"]
+
+
+def write_image(path: Path, arr: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> None:
+    """Writes ``arr`` (z, y, x) with an ITK-order header."""
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection([float(d) for d in direction])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path))
+
+
+def make_raw_dataset(root: Path, name: str = "Dataset005_Tiny", n_cases: int = 5, shape=(8, 12, 12),
+                     channels=("MR",), seed: int = 0, file_ending: str = ".nii.gz") -> Path:
+    """A tiny valid dataset: a bright cube labelled 1 inside a noisy body labelled 0."""
+    rng = np.random.RandomState(seed)
+    folder = root / name
+    for i in range(n_cases):
+        seg = np.zeros(shape, np.uint8)
+        seg[2:5, 3:8, 4:9] = 1
+        for c in range(len(channels)):
+            img = (rng.normal(100, 10, shape) + 50 * seg).astype(np.float32)
+            write_image(folder / "imagesTr" / f"c{i:02d}_{c:04d}{file_ending}", img, spacing=(1.0, 1.0, 2.0))
+        write_image(folder / "labelsTr" / f"c{i:02d}{file_ending}", seg, spacing=(1.0, 1.0, 2.0))
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {str(i): c for i, c in enumerate(channels)}, "labels": {"background": 0, "thing": 1},
+        "numTraining": n_cases, "file_ending": file_ending}))
+    return folder
