@@ -42,6 +42,9 @@ def _zoom(volume: np.ndarray, new_shape: Sequence[int], order: int) -> np.ndarra
     factors = [n / o for n, o in zip(new_shape, volume.shape)]
     out = np.empty(tuple(new_shape), dtype=np.float32)
     ndimage.zoom(volume, factors, output=out, order=order, mode="nearest", grid_mode=True, prefilter=order > 1)
+    if order > 1:
+        # skimage's resize (clip=True), which nnU-Net uses, keeps spline overshoot inside the input range
+        np.clip(out, volume.min(), volume.max(), out=out)
     return out
 
 
