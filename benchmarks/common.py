@@ -44,26 +44,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident memory (bytes) of ``pid`` and all its descendants, read from /proc."""
+def _tree_memory(pid: int) -> int:
+    """Memory (bytes) of ``pid`` and all its descendants: the sum of their PSS (proportional set size).
+
+    PSS splits pages shared between processes (forked workers, shared libraries) among them, so the sum is
+    what the tree really occupies; plain RSS would count every shared page once per process.
+    """
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     total += int(line.split()[1]) * 1024
                     break
             for task in Path(f"/proc/{p}/task").iterdir():
-                children = (task / "children").read_text().split()
-                stack.extend(int(c) for c in children)
+                stack.extend(int(c) for c in (task / "children").read_text().split())
         except (OSError, ValueError):
             continue
     return total
 
 
 def run_measured(cmd: Sequence[str], env: dict | None = None, poll_s: float = 0.02) -> tuple[float, int, str]:
-    """Runs ``cmd``; returns wall seconds, peak summed RSS of its process tree (bytes), and its output.
+    """Runs ``cmd``; returns wall seconds, peak memory of its process tree (summed PSS, bytes), and its output.
 
     Raises:
         RuntimeError: if the command fails (its output is included).
@@ -73,7 +76,7 @@ def run_measured(cmd: Sequence[str], env: dict | None = None, poll_s: float = 0.
                             stderr=subprocess.STDOUT, text=True)
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, _tree_rss(proc.pid))
+        peak = max(peak, _tree_memory(proc.pid))
         time.sleep(poll_s)
     out = proc.stdout.read() if proc.stdout else ""
     wall = time.perf_counter() - t0

@@ -28,7 +28,7 @@ from sauronnet.preprocessing.crop import crop_to_nonzero
 logger = logging.getLogger(__name__)
 
 #: Upper bound of foreground voxels kept per case and channel for the percentile estimates.
-MAX_SAMPLES_PER_CASE = 100_000
+MAX_SAMPLES_PER_CASE = 500_000
 #: Total budget across cases; large datasets keep fewer samples per case (but at least MIN_SAMPLES_PER_CASE).
 TOTAL_SAMPLE_BUDGET = 20_000_000
 MIN_SAMPLES_PER_CASE = 10_000
