@@ -1,0 +1,107 @@
+"""Sliding-window inference as a pure function (nnU-Net's tiling, Gaussian weighting and mirror TTA).
+
+- tiles: per axis ``ceil((size - patch) / (step · patch)) + 1`` positions spread evenly from 0 to
+  ``size - patch`` (nnU-Net's ``compute_steps_for_sliding_window``);
+- each tile's logits are weighted by a Gaussian (σ = patch/8, peak 10, zeros replaced by the smallest
+  non-zero value) and accumulated in float32 together with the weights, then divided;
+- mirror TTA averages the logits over every subset of ``mirror_axes`` (8 passes for 3 axes);
+- an image smaller than the patch is padded with zeros and the result cropped back.
+"""
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+GAUSSIAN_SIGMA_SCALE = 1 / 8
+GAUSSIAN_PEAK = 10.0
+
+
+def tile_starts(image_size: Sequence[int], patch_size: Sequence[int], step: float) -> list[list[int]]:
+    """Start indices of the tiles along each axis (``image_size`` ≥ ``patch_size`` everywhere)."""
+    if not 0 < step <= 1:
+        raise ValueError(f"step must be in (0, 1], got {step}")
+    starts = []
+    for n, p in zip(image_size, patch_size):
+        if n < p:
+            raise ValueError(f"image size {tuple(image_size)} is smaller than the patch {tuple(patch_size)}")
+        count = int(np.ceil((n - p) / (p * step))) + 1
+        span = n - p
+        starts.append([int(np.round(span / (count - 1) * i)) if count > 1 else 0 for i in range(count)])
+    return starts
+
+
+@lru_cache(maxsize=8)
+def gaussian_importance(patch_size: tuple[int, ...]) -> np.ndarray:
+    """float32 Gaussian weights of shape ``patch_size``, peak :data:`GAUSSIAN_PEAK`, no zeros."""
+    tmp = np.zeros(patch_size)
+    tmp[tuple(p // 2 for p in patch_size)] = 1
+    g = gaussian_filter(tmp, [p * GAUSSIAN_SIGMA_SCALE for p in patch_size], 0, mode="constant", cval=0)
+    g = g / g.max() * GAUSSIAN_PEAK
+    g[g == 0] = g[g > 0].min()
+    return g.astype(np.float32)
+
+
+def _mirror_subsets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+@torch.inference_mode()
+def sliding_window(network: Callable[[torch.Tensor], torch.Tensor], volume: torch.Tensor,
+                   patch_size: Sequence[int], step: float = 0.5, gaussian: bool = True,
+                   mirror_axes: Sequence[int] = (), batch_size: int = 1) -> torch.Tensor:
+    """Predicts logits for a whole volume.
+
+    Args:
+        network: maps (B, C, *patch) to logits (B, K, *patch) (deep supervision off).
+        volume: (C, *S) on the network's device; S is (Z, Y, X) or (Y, X).
+        patch_size: the network's patch (spatial).
+        step: tile step as a fraction of the patch.
+        gaussian: weight tiles with a Gaussian (else uniformly).
+        mirror_axes: spatial axes (0-based) to mirror for test-time augmentation.
+        batch_size: tiles per forward pass.
+
+    Returns:
+        float32 logits (K, *S) on ``volume``'s device.
+    """
+    patch = tuple(int(p) for p in patch_size)
+    spatial = tuple(volume.shape[1:])
+    if len(spatial) != len(patch):
+        raise ValueError(f"volume (C, *S) has spatial shape {spatial} but the patch is {patch}")
+    pad = [max(p - s, 0) for s, p in zip(spatial, patch)]
+    if any(pad):
+        flat = [v for d in reversed(pad) for v in (d // 2, d - d // 2)]
+        volume = F.pad(volume, flat)
+    size = tuple(volume.shape[1:])
+    device = volume.device
+    weights = torch.from_numpy(gaussian_importance(patch)).to(device) if gaussian else torch.ones(patch, device=device)
+    logits = None
+    norm = torch.zeros(size, dtype=torch.float32, device=device)
+    subsets = _mirror_subsets(tuple(mirror_axes))
+    positions = list(itertools.product(*tile_starts(size, patch, step)))
+    for i in range(0, len(positions), batch_size):
+        chunk = positions[i:i + batch_size]
+        slices = [tuple(slice(s, s + p) for s, p in zip(pos, patch)) for pos in chunk]
+        x = torch.stack([volume[(slice(None),) + sl] for sl in slices])
+        pred = None
+        for axes in subsets:
+            dims = [a + 2 for a in axes]
+            out = network(torch.flip(x, dims) if dims else x).float()
+            out = torch.flip(out, dims) if dims else out
+            pred = out if pred is None else pred + out
+        pred = pred / len(subsets)
+        if logits is None:
+            logits = torch.zeros((pred.shape[1], *size), dtype=torch.float32, device=device)
+        for j, sl in enumerate(slices):
+            logits[(slice(None),) + sl] += pred[j] * weights
+            norm[sl] += weights
+    logits /= norm
+    if any(pad):
+        crop = tuple(slice(d // 2, d // 2 + s) for d, s in zip(pad, spatial))
+        logits = logits[(slice(None),) + crop]
+    return logits

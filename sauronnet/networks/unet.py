@@ -1,0 +1,200 @@
+"""nnU-Net's PlainConvUNet, built from a :class:`NetworkPlan` plus an optional per-layer width map.
+
+Layers carry stable names so a pruned network can be rebuilt from its widths:
+
+- ``enc{s}.{i}``: conv block ``i`` of encoder stage ``s`` (conv → InstanceNorm → LeakyReLU);
+- ``up{d}``: the transposed conv of decoder stage ``d`` (``d = 0`` is the deepest);
+- ``dec{d}.{i}``: conv block ``i`` of decoder stage ``d``;
+- ``head{d}``: the 1×1 segmentation conv of decoder stage ``d`` (never pruned: its outputs are the classes).
+
+Every conv block and every transposed conv is prunable; :meth:`UNet.prunable_groups` names, for each one, the
+modules that consume its channels and at which offset inside a concatenation — the pruning code never traces the
+graph. Decoder concatenation order is ``cat([upsampled, skip])``, as in nnU-Net.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from sauronnet.plans import NetworkPlan
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_CONVT = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+
+
+class ConvBlock(nn.Module):
+    """conv(kernel, stride, 'same' padding, bias) → InstanceNorm(eps 1e-5, affine) → LeakyReLU(0.01)."""
+
+    def __init__(self, dim: int, c_in: int, c_out: int, kernel: tuple[int, ...], stride: tuple[int, ...]):
+        super().__init__()
+        self.conv = _CONV[dim](c_in, c_out, kernel, stride, padding=[k // 2 for k in kernel], bias=True)
+        self.norm = _NORM[dim](c_out, eps=1e-5, affine=True)
+        self.nonlin = nn.LeakyReLU(0.01, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nonlin(self.norm(self.conv(x)))
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A module reading a group's channels: its name and the first input channel they occupy."""
+
+    module: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class PrunableGroup:
+    """A prunable layer: the module producing the channels (a :class:`ConvBlock` or a transposed conv), its
+    current width, and every consumer of those channels."""
+
+    name: str
+    width: int
+    consumers: tuple[Consumer, ...]
+
+
+def default_widths(plan: NetworkPlan) -> dict[str, int]:
+    """The unpruned width of every prunable layer, in forward order."""
+    widths: dict[str, int] = {}
+    f = plan.features_per_stage
+    for s in range(plan.n_stages):
+        for i in range(plan.n_conv_per_stage_encoder[s]):
+            widths[f"enc{s}.{i}"] = f[s]
+    for d in range(plan.n_stages - 1):
+        target = plan.n_stages - 2 - d
+        widths[f"up{d}"] = f[target]
+        for i in range(plan.n_conv_per_stage_decoder[d]):
+            widths[f"dec{d}.{i}"] = f[target]
+    return widths
+
+
+class UNet(nn.Module):
+    """PlainConvUNet.
+
+    Args:
+        plan: the topology.
+        in_channels: image channels.
+        num_classes: output channels (background included).
+        widths: per-layer widths (see :func:`default_widths`); missing layers take the plan's width.
+        deep_supervision: return one output per decoder stage (highest resolution first) instead of only the
+            highest-resolution one.
+
+    Shapes: input ``(B, in_channels, *patch)`` (BCZYX or BCYX); output ``(B, num_classes, *patch)`` or a list of
+    such with decreasing resolution.
+    """
+
+    def __init__(self, plan: NetworkPlan, in_channels: int, num_classes: int,
+                 widths: Mapping[str, int] | None = None, deep_supervision: bool = True):
+        super().__init__()
+        self.plan, self.in_channels, self.num_classes = plan, in_channels, num_classes
+        self.deep_supervision = deep_supervision
+        w = {**default_widths(plan), **(widths or {})}
+        unknown = sorted(set(w) - set(default_widths(plan)))
+        if unknown:
+            raise ValueError(f"width map names layers this network does not have: {unknown}")
+        dim, n = plan.dim, plan.n_stages
+        self.encoder = nn.ModuleList()
+        c = in_channels
+        for s in range(n):
+            blocks = []
+            for i in range(plan.n_conv_per_stage_encoder[s]):
+                stride = plan.strides[s] if i == 0 else (1,) * dim
+                blocks.append(ConvBlock(dim, c, w[f"enc{s}.{i}"], plan.kernel_sizes[s], stride))
+                c = w[f"enc{s}.{i}"]
+            self.encoder.append(nn.Sequential(*blocks))
+        self.ups, self.decoder, self.heads = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for d in range(n - 1):
+            target = n - 2 - d
+            stride = plan.strides[target + 1]
+            self.ups.append(_CONVT[dim](c, w[f"up{d}"], stride, stride, bias=True))
+            c = w[f"up{d}"] + w[f"enc{target}.{plan.n_conv_per_stage_encoder[target] - 1}"]
+            blocks = []
+            for i in range(plan.n_conv_per_stage_decoder[d]):
+                blocks.append(ConvBlock(dim, c, w[f"dec{d}.{i}"], plan.kernel_sizes[target], (1,) * dim))
+                c = w[f"dec{d}.{i}"]
+            self.decoder.append(nn.Sequential(*blocks))
+            self.heads.append(_CONV[dim](c, num_classes, 1, 1, bias=True))
+        self.apply(_he_init)
+
+    # ---- structure -------------------------------------------------------------------------------------------
+    def layer(self, name: str) -> nn.Module:
+        """The module of a prunable layer: a :class:`ConvBlock` (``enc``/``dec``) or a transposed conv (``up``)."""
+        if name.startswith("up"):
+            return self.ups[int(name[2:])]
+        if name.startswith("head"):
+            return self.heads[int(name[4:])]
+        if name[:3] not in ("enc", "dec") or "." not in name:
+            raise KeyError(f"no layer named {name!r}")
+        stage, block = name[3:].split(".")
+        return (self.encoder if name.startswith("enc") else self.decoder)[int(stage)][int(block)]
+
+    def widths(self) -> dict[str, int]:
+        """Current width of every prunable layer (reflects pruning)."""
+        out = {}
+        for name in default_widths(self.plan):
+            m = self.layer(name)
+            out[name] = m.conv.out_channels if isinstance(m, ConvBlock) else m.out_channels
+        return out
+
+    def prunable_groups(self) -> list[PrunableGroup]:
+        """Every prunable layer with its consumers and their channel offsets, from the *current* widths."""
+        w, plan, n = self.widths(), self.plan, self.plan.n_stages
+        groups = []
+        for s in range(n):
+            for i in range(plan.n_conv_per_stage_encoder[s]):
+                name = f"enc{s}.{i}"
+                if i + 1 < plan.n_conv_per_stage_encoder[s]:
+                    cons = [Consumer(f"enc{s}.{i + 1}", 0)]
+                elif s + 1 < n:
+                    d = n - 2 - s  # the decoder stage that concatenates this skip after its upsampled input
+                    cons = [Consumer(f"enc{s + 1}.0", 0), Consumer(f"dec{d}.0", w[f"up{d}"])]
+                else:
+                    cons = [Consumer("up0", 0)]
+                groups.append(PrunableGroup(name, w[name], tuple(cons)))
+        for d in range(n - 1):
+            groups.append(PrunableGroup(f"up{d}", w[f"up{d}"], (Consumer(f"dec{d}.0", 0),)))
+            k = plan.n_conv_per_stage_decoder[d]
+            for i in range(k):
+                name = f"dec{d}.{i}"
+                if i + 1 < k:
+                    cons = [Consumer(f"dec{d}.{i + 1}", 0)]
+                else:
+                    cons = [Consumer(f"head{d}", 0)] + ([Consumer(f"up{d + 1}", 0)] if d + 1 < n - 1 else [])
+                groups.append(PrunableGroup(name, w[name], tuple(cons)))
+        return groups
+
+    # ---- forward ---------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        outputs = []
+        n_dec = len(self.decoder)
+        for d in range(n_dec):
+            x = self.ups[d](x)
+            x = torch.cat((x, skips[-(d + 2)]), dim=1)
+            x = self.decoder[d](x)
+            if self.deep_supervision or d == n_dec - 1:
+                outputs.append(self.heads[d](x))
+        if not self.deep_supervision:
+            return outputs[-1]
+        return outputs[::-1]
+
+
+def _he_init(module: nn.Module) -> None:
+    """nnU-Net's InitWeights_He(1e-2): Kaiming-normal weights for LeakyReLU(0.01), zero biases."""
+    if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        nn.init.kaiming_normal_(module.weight, a=1e-2)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def build_network(plan: NetworkPlan, in_channels: int, num_classes: int, widths: Mapping[str, int] | None = None,
+                  deep_supervision: bool = True) -> UNet:
+    """The one way trainers and predictors construct a network."""
+    return UNet(plan, in_channels, num_classes, widths, deep_supervision)
