@@ -20,12 +20,15 @@ setup(
         "scipy>=1.10",
         # progress bars for every long stage
         "tqdm>=4.60",
+        # progress.png (training curves)
+        "matplotlib>=3.6",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={
         "console_scripts": [
             "sauron_plan_and_preprocess=sauronnet.cli:plan_and_preprocess_main",
             "sauron_demo_data=sauronnet.cli:demo_data_main",
+            "sauron_train=sauronnet.cli:train_main",
         ]
     },
 )

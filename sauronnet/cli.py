@@ -174,3 +174,114 @@ def demo_data_main(argv: Sequence[str] | None = None) -> int:
         return _report([str(e)])
     print(f"wrote {spec.n_train} training and {spec.n_test} test cases to {folder}")
     return 0
+
+
+# ---- sauron_train ------------------------------------------------------------------------------------------------
+def _pick_preset(paths: Paths, dataset: str, preset: str | None) -> str:
+    folder = paths.preprocessed / dataset
+    found = sorted(p.parent.name for p in folder.glob("*/plans.json"))
+    if preset:
+        if preset not in found:
+            raise FileNotFoundError(f"{folder / preset / 'plans.json'} not found; run sauron_plan_and_preprocess -d "
+                                    f"{dataset} --preset {preset} (planned presets: {found or 'none'})")
+        return preset
+    if not found:
+        raise FileNotFoundError(f"{folder}: no plans; run sauron_plan_and_preprocess -d {dataset} first")
+    if len(found) > 1:
+        choice = "nnunet" if "nnunet" in found else found[0]
+        logger.info("several presets planned (%s); using %s (choose with -p)", ", ".join(found), choice)
+        return choice
+    return found[0]
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def _set_threads(device: str, threads: int | None) -> None:
+    import torch
+    if device == "cpu":
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+    elif threads:
+        torch.set_num_threads(threads)
+
+
+def _add_log_file(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``sauron_train TASK FOLD``: trains one fold; ``--continue`` resumes after any interruption."""
+    from trainers import TRAINERS
+
+    parser = argparse.ArgumentParser(
+        prog="sauron_train",
+        description="Trains a network on a preprocessed dataset and writes checkpoints, metrics.jsonl, "
+                    "progress.png, training.log and validation/summary.json to "
+                    "SAURON_RESULTS/DatasetXXX_Name/TRAINER__PRESET__CONFIG/fold_F/. " + ENV_HELP,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("task", metavar="TASK", help="dataset id (1) or folder name (Dataset001_Demo)")
+    parser.add_argument("fold", metavar="FOLD", help="cross-validation fold 0-4, or 'all' (every case)")
+    parser.add_argument("-c", "--configuration", default="3d_fullres")
+    parser.add_argument("-tr", "--trainer", default=next(iter(TRAINERS)), choices=sorted(TRAINERS),
+                        help="trainer class")
+    parser.add_argument("-p", "--preset", default=None,
+                        help="plans preset (default: the only one planned, else nnunet)")
+    parser.add_argument("--epochs", type=int, help="number of epochs (default: the trainer's, 1000)")
+    parser.add_argument("--iters", type=int, help="training iterations per epoch (default 250)")
+    parser.add_argument("--val-iters", type=int, help="validation iterations per epoch (default 50)")
+    parser.add_argument("--seed", type=int, help="seed for initialisation and batch sampling")
+    parser.add_argument("--workers", type=int, help="augmentation processes (default: one per two cores)")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="resume from checkpoint_latest.pth of this fold")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores on CPU)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.fold != "all" and not (args.fold.isdigit() and 0 <= int(args.fold) <= 4):
+        parser.error(f"FOLD must be 0-4 or 'all', got {args.fold!r}")
+    for flag in ("epochs", "iters", "val_iters", "workers", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "workers" else 1):
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
+    paths = paths_from_env()
+    try:
+        from sauronnet.plans import Plans
+        from trainers.base import with_overrides
+
+        name = paths.dataset_name(args.task)
+        preset = _pick_preset(paths, name, args.preset)
+        plans = Plans.load(paths.preprocessed / name / preset / "plans.json")
+        device = _resolve_device(args.device)
+        _set_threads(device, args.threads)
+        cls = TRAINERS[args.trainer]
+        config = with_overrides(cls.config_class(), epochs=args.epochs, iterations_per_epoch=args.iters,
+                                val_iterations=args.val_iters, seed=args.seed, num_workers=args.workers)
+        trainer = cls(plans, args.configuration, args.fold, paths, config, device)
+    except (FileNotFoundError, ValueError) as e:
+        return _report([str(e)])
+    handler = _add_log_file(trainer.output_dir / "training.log")
+    try:
+        logger.info("training %s fold %s: %s (%s, %s) on %s, %d training / %d validation cases", name, args.fold,
+                    cls.name, preset, args.configuration, device, len(trainer.train_ids), len(trainer.val_ids))
+        t0 = time.perf_counter()
+        summary = trainer.fit(resume=args.resume, progress=not args.no_progress)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    dice = ", ".join(f"{k}: {v:.4f}" for k, v in summary["mean_dice"].items())
+    print(f"{name} fold {args.fold}: {cls.name} trained {trainer.epoch} epochs in {time.perf_counter() - t0:.0f} s; "
+          f"validation Dice {dice} (mean {summary['foreground_mean_dice']:.4f})")
+    print(f"model: {trainer.output_dir}")
+    return 0

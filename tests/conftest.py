@@ -56,3 +56,35 @@ def make_raw_dataset(root: Path, name: str = "Dataset005_Tiny", n_cases: int = 5
         "channel_names": {str(i): c for i, c in enumerate(channels)}, "labels": {"background": 0, "thing": 1},
         "numTraining": n_cases, "file_ending": file_ending}))
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_demo_paths(tmp_path_factory, small_demo_raw):
+    """Paths whose preprocessed root holds the small demo planned and preprocessed with the cpu preset.
+
+    Results go to a fresh folder per test via :func:`results_paths`.
+    """
+    from planners import CpuPlanner
+    from sauronnet.dataset import load_raw_dataset
+    from sauronnet.data.splits import ensure_splits
+    from sauronnet.fingerprint import extract_fingerprint
+    from sauronnet.paths import Paths
+    from sauronnet.preprocessing.preprocess import config_folder, preprocess_dataset
+
+    root = tmp_path_factory.mktemp("prep")
+    paths = Paths(small_demo_raw.parent, root / "preprocessed", root / "results")
+    ds = load_raw_dataset(small_demo_raw)
+    plans = CpuPlanner().plan(ds, extract_fingerprint(ds, progress=False))
+    out = paths.preprocessed / ds.name
+    plans.save(out / "cpu" / "plans.json")
+    (out / "dataset.json").write_text((small_demo_raw / "dataset.json").read_text())
+    ensure_splits(out, small_demo_raw, [c.case_id for c in ds.training])
+    preprocess_dataset(ds, plans, "3d_fullres", config_folder(out, "cpu", "3d_fullres"), progress=False)
+    return paths
+
+
+@pytest.fixture
+def results_paths(small_demo_paths, tmp_path):
+    """The small demo's paths with a results root of this test's own."""
+    from sauronnet.paths import Paths
+    return Paths(small_demo_paths.raw, small_demo_paths.preprocessed, tmp_path / "results")

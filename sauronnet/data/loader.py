@@ -5,13 +5,14 @@ contain foreground (a random class with foreground, a random voxel of it, as pat
 uniform over the padded image. 2D configurations sample a random slice of the 3D case.
 
 :class:`BatchStream` makes batch ``i`` of epoch ``e`` a pure function of ``(seed, e, i)``: the worker seeds
-numpy's global generator (which batchgenerators uses) from those three numbers before sampling and augmenting.
+numpy's and python's global generators (which batchgenerators uses) from those three numbers before sampling and augmenting.
 Batches are therefore identical whatever the number of workers, and a resumed run regenerates exactly the
 batches an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
 import multiprocessing
+import random
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,9 @@ class _Producer:
         self.sampler, self.transforms = sampler, transforms
 
     def __call__(self, seed: int) -> dict:
-        np.random.seed(seed)  # batchgenerators draws from numpy's global generator
+        # batchgenerators draws from numpy's global generator, and its Gaussian noise from python's
+        np.random.seed(seed)
+        random.seed(seed)
         rng = np.random.RandomState(seed)
         batch = self.sampler.sample(rng)
         keys = batch.pop("keys")

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from sauronnet.plans import Plans
+from trainers.base import (Trainer, TrainerConfig, load_checkpoint, network_from_checkpoint, poly_lr,
+                           with_overrides)
+
+TINY = TrainerConfig(epochs=3, iterations_per_epoch=2, val_iterations=1, num_workers=0, seed=3)
+
+
+def make_trainer(paths, config=TINY, fold="0"):
+    plans = Plans.load(paths.preprocessed / "Dataset001_Demo" / "cpu" / "plans.json")
+    return Trainer(plans, "3d_fullres", fold, paths, config, "cpu")
+
+
+def test_poly_lr():
+    assert poly_lr(0, 10, 0.01) == 0.01
+    assert poly_lr(5, 10, 0.01) == pytest.approx(0.01 * 0.5 ** 0.9)
+
+
+def test_overrides_skip_none():
+    c = with_overrides(TrainerConfig(), epochs=5, seed=None)
+    assert c.epochs == 5 and c.seed == TrainerConfig().seed
+
+
+def test_split_uses_splits_file_or_all(results_paths):
+    t = make_trainer(results_paths)
+    assert len(t.train_ids) + len(t.val_ids) == 6 and not set(t.train_ids) & set(t.val_ids)
+    t_all = make_trainer(results_paths, fold="all")
+    assert t_all.train_ids == t_all.val_ids and len(t_all.train_ids) == 6
+
+
+def test_checkpoint_round_trip_is_bit_exact(results_paths):
+    t = make_trainer(results_paths, with_overrides(TINY, epochs=1))
+    t.fit(progress=False)
+    ckpt = load_checkpoint(t.output_dir / "checkpoint_final.pth")  # weights_only=True inside
+    net, plans, config = network_from_checkpoint(ckpt, deep_supervision=True)
+    x = torch.randn(1, 1, *t.cfg.patch_size)
+    t.network.eval()
+    net.eval()
+    with torch.no_grad():
+        for a, b in zip(t.network(x), net(x)):
+            assert torch.equal(a, b)
+    assert plans == t.plans and config == "3d_fullres"
+
+
+def _weights(net):
+    return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+def test_resume_reproduces_uninterrupted_training(results_paths, tmp_path):
+    from sauronnet.paths import Paths
+    straight = make_trainer(results_paths)
+    straight.fit(progress=False)
+    other = Paths(results_paths.raw, results_paths.preprocessed, tmp_path / "other")
+    first = make_trainer(other, with_overrides(TINY, epochs=3))
+    first.config = with_overrides(TINY, epochs=3)
+    # train 1 of the 3 epochs, as if the process had been killed right after the first checkpoint
+    train_stream, val_stream = first.make_streams()
+    first.output_dir.mkdir(parents=True, exist_ok=True)
+    first._run_epoch(train_stream, val_stream, progress=False)
+    resumed = make_trainer(other)
+    resumed.fit(resume=True, progress=False)
+    assert resumed.epoch == 3 and len(resumed.history) == 3
+    # CPU, same thread count, batches derived from (seed, epoch, index): exactly the same weights
+    assert torch.equal(_weights(straight.network), _weights(resumed.network))
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+
+
+def test_outputs(results_paths):
+    t = make_trainer(results_paths, with_overrides(TINY, epochs=2))
+    summary = t.fit(progress=False)
+    names = {p.name for p in t.output_dir.iterdir()}
+    assert {"checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth", "plans.json", "dataset.json",
+            "metrics.jsonl", "progress.png", "validation"} <= names
+    lines = (t.output_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and '"pseudo_dice"' in lines[0] and '"epoch_time"' in lines[0]
+    assert set(summary["mean_dice"]) == {"1", "2"} and len(summary["cases"]) == len(t.val_ids)
+    assert 0 <= summary["foreground_mean_dice"] <= 1 or np.isnan(summary["foreground_mean_dice"])

@@ -1,0 +1,11 @@
+"""Trainers: policies for training a network on preprocessed data.
+
+``TRAINERS`` maps a name (``-tr NAME``) to a trainer class; add a variant by adding an entry.
+"""
+from __future__ import annotations
+
+from trainers.base import Trainer, TrainerConfig
+
+TRAINERS = {Trainer.name: Trainer}
+
+__all__ = ["TRAINERS", "Trainer", "TrainerConfig"]

@@ -1,0 +1,404 @@
+"""The standard trainer: nnU-Net's training loop as a short sequence of overridable hooks.
+
+``fit()`` reads top to bottom: per epoch set the poly learning rate, run ``train_step`` over the training
+batches, ``validation_step`` over the validation batches, update the EMA pseudo-Dice, call ``on_epoch_end``,
+write the checkpoints, metrics and plot. A variant (the Sauron trainer) subclasses and overrides a hook or two;
+hyper-parameters live in :class:`TrainerConfig`, never in ``__init__``.
+
+Outputs (``SAURON_RESULTS/DatasetXXX/TRAINER__PRESET__CONFIG/fold_F/``): ``checkpoint_latest.pth`` (every epoch,
+atomic), ``checkpoint_best.pth`` (best EMA pseudo-Dice), ``checkpoint_final.pth``, ``plans.json``,
+``dataset.json``, ``metrics.jsonl``, ``progress.png``, ``validation/summary.json``; ``training.log`` is written by
+the command line's log handler.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sauronnet.data.augmentation import (augmentation_plan, enlarged_patch_size, training_transforms,
+                                         validation_transforms)
+from sauronnet.data.loader import BatchStream, PatchSampler
+from sauronnet.data.splits import SPLITS_FILE, load_splits
+from sauronnet.evaluation import confusion, dice_from_counts, dice_per_class, nanmean
+from sauronnet.inference.sliding_window import sliding_window
+from sauronnet.losses import DeepSupervisionLoss
+from sauronnet.networks.unet import UNet, build_network
+from sauronnet.paths import Paths
+from sauronnet.plans import Plans
+from sauronnet.preprocessing.preprocess import config_folder, load_case
+from sauronnet.serialization import from_jsonable, to_jsonable, write_json_atomic
+from trainers.progress import plot_progress
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+EMA_ALPHA = 0.1
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Hyper-parameters (nnU-Net v2 defaults)."""
+
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations: int = 50
+    initial_lr: float = 1e-2
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    poly_exponent: float = 0.9
+    grad_clip: float = 12.0
+    oversample_foreground: float = 0.33
+    seed: int = 12345
+    #: background augmentation processes; None = one per two CPU cores, at most 8
+    num_workers: int | None = None
+
+
+def poly_lr(epoch: int, epochs: int, initial_lr: float, exponent: float = 0.9) -> float:
+    """nnU-Net's polynomial decay, set at the start of each epoch."""
+    return initial_lr * (1 - epoch / epochs) ** exponent
+
+
+def default_workers() -> int:
+    """Augmentation workers that leave torch the cores it needs (1 on a 2-core machine)."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def output_folder(paths: Paths, plans: Plans, trainer_name: str, configuration: str, fold: str) -> Path:
+    """``RESULTS/DatasetXXX/TRAINER__PRESET__CONFIG/fold_F``."""
+    return paths.results / plans.dataset_name / f"{trainer_name}__{plans.preset}__{configuration}" / f"fold_{fold}"
+
+
+def save_checkpoint_atomic(payload: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a kill leaves the old file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Loads a checkpoint with ``weights_only=True`` (plain containers and tensors only)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: unknown checkpoint format {ckpt.get('format')!r}")
+    return ckpt
+
+
+def network_from_checkpoint(ckpt: dict, deep_supervision: bool = False) -> tuple[UNet, Plans, str]:
+    """Rebuilds the (possibly pruned) network of a checkpoint from the checkpoint alone."""
+    plans = from_jsonable(Plans, ckpt["plans"], where="checkpoint plans")
+    cfg = plans.configuration(ckpt["configuration"])
+    net = build_network(cfg.network, len(plans.channel_names), plans.num_classes, ckpt["widths"], deep_supervision)
+    net.load_state_dict(ckpt["state_dict"])
+    return net, plans, ckpt["configuration"]
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                      "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+            "python": [py_state[0], list(py_state[1]), py_state[2]]}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+class Trainer:
+    """nnU-Net's standard trainer.
+
+    Args:
+        plans: the dataset's plans.
+        configuration: e.g. ``3d_fullres``.
+        fold: ``"0"``..``"4"`` or ``"all"`` (train on every case, validate on the same cases).
+        paths: data roots.
+        config: hyper-parameters.
+        device: ``cpu`` or ``cuda``.
+    """
+
+    name = "Trainer"
+    config_class = TrainerConfig
+
+    def __init__(self, plans: Plans, configuration: str, fold: str, paths: Paths, config: TrainerConfig,
+                 device: str = "cpu"):
+        self.plans, self.configuration, self.fold, self.paths = plans, configuration, str(fold), paths
+        self.config, self.device = config, torch.device(device)
+        self.cfg = plans.configuration(configuration)
+        self.output_dir = output_folder(paths, plans, self.name, configuration, self.fold)
+        self.data_folder = config_folder(paths.preprocessed / plans.dataset_name, plans.preset, configuration)
+        self.train_ids, self.val_ids = self._split()
+        self.labels = sorted(v for v in plans.labels.values() if v != 0)
+        self.use_amp = self.device.type == "cuda"
+        self.network = self.build_network().to(self.device)
+        self.loss = self.build_loss()
+        self.optimizer = self.configure_optimizers()
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self.epoch = 0
+        self.ema_dice: float | None = None
+        self.best_ema = -math.inf
+        self.history: list[dict] = []
+
+    # ---- data ------------------------------------------------------------------------------------------------
+    def _split(self) -> tuple[list[str], list[str]]:
+        if not self.data_folder.is_dir():
+            raise FileNotFoundError(f"{self.data_folder}: no preprocessed data; run sauron_plan_and_preprocess -d "
+                                    f"{self.plans.dataset_name} --preset {self.plans.preset} -c {self.configuration}")
+        all_ids = sorted(p.name[:-5] for p in self.data_folder.glob("*.json"))
+        if self.fold == "all":
+            return all_ids, all_ids
+        splits_path = self.paths.preprocessed / self.plans.dataset_name / SPLITS_FILE
+        if not splits_path.is_file():
+            raise FileNotFoundError(f"{splits_path}: no cross-validation splits (fewer than 5 cases?); train fold "
+                                    "'all' or provide splits_final.json")
+        splits = load_splits(splits_path)
+        k = int(self.fold)
+        if not 0 <= k < len(splits):
+            raise ValueError(f"fold {k} does not exist: {splits_path} has {len(splits)} folds")
+        return list(splits[k].train), list(splits[k].val)
+
+    def make_streams(self) -> tuple[BatchStream, BatchStream]:
+        """Training (augmented, in worker processes) and validation (no augmentation, in-process) batches."""
+        aug = augmentation_plan(self.cfg.patch_size)
+        bs = self.cfg.batch_size
+        train = PatchSampler(self.data_folder, self.train_ids, enlarged_patch_size(self.cfg.patch_size, aug), bs,
+                             self.config.oversample_foreground)
+        val = PatchSampler(self.data_folder, self.val_ids, tuple(self.cfg.patch_size), bs,
+                           self.config.oversample_foreground)
+        workers = self.config.num_workers if self.config.num_workers is not None else default_workers()
+        return (BatchStream(train, training_transforms(self.cfg.patch_size, aug), self.config.seed, 0, workers),
+                BatchStream(val, validation_transforms(), self.config.seed, 1, 0))
+
+    # ---- hooks -----------------------------------------------------------------------------------------------
+    def build_network(self, widths: dict[str, int] | None = None) -> UNet:
+        torch.manual_seed(self.config.seed)
+        return build_network(self.cfg.network, len(self.plans.channel_names), self.plans.num_classes, widths,
+                             deep_supervision=True)
+
+    def build_loss(self) -> DeepSupervisionLoss:
+        return DeepSupervisionLoss(self.cfg.network.n_stages - 1, self.cfg.batch_dice)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        c = self.config
+        return torch.optim.SGD(self.network.parameters(), lr=c.initial_lr, momentum=c.momentum,
+                               weight_decay=c.weight_decay, nesterov=True)
+
+    def compute_loss(self, outputs: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """The training objective; the Sauron trainer adds its clustering term here."""
+        return self.loss(outputs, target)
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        data = torch.from_numpy(batch["data"]).to(self.device, non_blocking=True)
+        target = torch.from_numpy(batch["seg"]).to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            outputs = self.network(data)
+            loss = self.compute_loss(outputs, target)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict) -> dict[str, Any]:
+        data = torch.from_numpy(batch["data"]).to(self.device)
+        target = torch.from_numpy(batch["seg"]).to(self.device)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            outputs = self.network(data)
+            loss = self.loss(outputs, target)
+        pred = outputs[0].argmax(1).cpu().numpy()
+        ref = target[:, 0].cpu().numpy()
+        counts = {c: confusion(pred, ref, c) for c in self.labels}
+        return {"loss": float(loss), "counts": counts}
+
+    def on_epoch_end(self, epoch: int, metrics: dict) -> None:
+        """Called after validation, before checkpointing; ``metrics`` may be extended."""
+
+    def checkpoint_extras(self) -> dict:
+        """Trainer-specific state to store in the checkpoint (plain containers and tensors)."""
+        return {}
+
+    def load_checkpoint_extras(self, extras: dict) -> None:
+        """Restores what :meth:`checkpoint_extras` stored."""
+
+    def progress_panels(self) -> list:
+        """Extra plot panels: callables ``f(ax, history)``; the Sauron trainer adds remaining channels."""
+        return []
+
+    # ---- checkpoints -----------------------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "trainer": self.name, "plans": to_jsonable(self.plans),
+            "configuration": self.configuration, "fold": self.fold, "widths": self.network.widths(),
+            "state_dict": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "trainer_config": asdict(self.config), "epoch": self.epoch, "ema_dice": self.ema_dice,
+            "best_ema": self.best_ema if math.isfinite(self.best_ema) else None, "history": self.history,
+            "rng": _rng_state(), "extras": self.checkpoint_extras(),
+        }
+
+    def save(self, name: str) -> Path:
+        path = self.output_dir / f"checkpoint_{name}.pth"
+        save_checkpoint_atomic(self.checkpoint(), path)
+        return path
+
+    def restore(self, path: Path) -> None:
+        """Continues from a checkpoint: network (rebuilt with its widths), optimizer, epoch, EMA, RNG, extras."""
+        ckpt = load_checkpoint(path, self.device)
+        if ckpt["trainer"] != self.name or ckpt["configuration"] != self.configuration:
+            raise ValueError(f"{path} was written by {ckpt['trainer']} ({ckpt['configuration']}), not "
+                             f"{self.name} ({self.configuration})")
+        if ckpt["widths"] != self.network.widths():
+            self.network = self.build_network(ckpt["widths"]).to(self.device)
+            self.optimizer = self.configure_optimizers()
+        self.network.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt["grad_scaler"] is not None:
+            self.scaler.load_state_dict(ckpt["grad_scaler"])
+        self.epoch, self.ema_dice = int(ckpt["epoch"]), ckpt["ema_dice"]
+        self.best_ema = ckpt["best_ema"] if ckpt["best_ema"] is not None else -math.inf
+        self.history = list(ckpt["history"])
+        _set_rng_state(ckpt["rng"])
+        self.load_checkpoint_extras(ckpt["extras"])
+        logger.info("continuing from %s at epoch %d", path, self.epoch)
+
+    # ---- the loop --------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False, progress: bool = True) -> dict:
+        """Trains to ``config.epochs``, then validates the fold's cases; returns the validation summary."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.output_dir.glob(".checkpoint_*.tmp"):
+            stale.unlink()  # a write that a kill interrupted
+        if resume and (self.output_dir / "checkpoint_latest.pth").is_file():
+            self.restore(self.output_dir / "checkpoint_latest.pth")
+        elif resume:
+            logger.warning("--continue: no checkpoint_latest.pth in %s, starting from scratch", self.output_dir)
+        self._write_run_files()
+        train_stream, val_stream = self.make_streams()
+        try:
+            while self.epoch < self.config.epochs:
+                self._run_epoch(train_stream, val_stream, progress)
+        finally:
+            train_stream.close()
+            val_stream.close()
+        self.save("final")
+        return self.final_validation(progress)
+
+    def _run_epoch(self, train_stream: BatchStream, val_stream: BatchStream, progress: bool) -> None:
+        c, epoch = self.config, self.epoch
+        t0 = time.perf_counter()
+        lr = poly_lr(epoch, c.epochs, c.initial_lr, c.poly_exponent)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.network.train()
+        losses = []
+        bar = tqdm(train_stream.batches(epoch, c.iterations_per_epoch), total=c.iterations_per_epoch,
+                   desc=f"epoch {epoch + 1}/{c.epochs}", disable=not progress, unit="it", leave=False)
+        for batch in bar:
+            losses.append(self.train_step(batch)["loss"])
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        self.network.eval()
+        val_losses, counts = [], {k: np.zeros(3) for k in self.labels}
+        for batch in val_stream.batches(epoch, c.val_iterations):
+            out = self.validation_step(batch)
+            val_losses.append(out["loss"])
+            for k, v in out["counts"].items():
+                counts[k] += v
+        dice = {str(k): dice_from_counts(*counts[k]) for k in self.labels}
+        mean_dice = nanmean(dice.values())
+        if math.isfinite(mean_dice):
+            self.ema_dice = mean_dice if self.ema_dice is None else (1 - EMA_ALPHA) * self.ema_dice + EMA_ALPHA * mean_dice
+        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": float(np.mean(val_losses)),
+                   "pseudo_dice": dice, "ema_pseudo_dice": self.ema_dice, "lr": lr}
+        self.on_epoch_end(epoch, metrics)
+        metrics["epoch_time"] = time.perf_counter() - t0
+        self.history.append(metrics)
+        self.epoch = epoch + 1
+        improved = self.ema_dice is not None and self.ema_dice > self.best_ema
+        if improved:
+            self.best_ema = self.ema_dice
+        self.save("latest")
+        if improved:
+            shutil.copyfile(self.output_dir / "checkpoint_latest.pth", self.output_dir / ".checkpoint_best.tmp")
+            os.replace(self.output_dir / ".checkpoint_best.tmp", self.output_dir / "checkpoint_best.pth")
+        self._write_metrics()
+        logger.info("epoch %d: train loss %.4f, val loss %.4f, pseudo-Dice %s, EMA %.4f, lr %.5f, %.1f s",
+                    epoch, metrics["train_loss"], metrics["val_loss"],
+                    {k: round(v, 4) for k, v in dice.items()}, self.ema_dice or float("nan"), lr,
+                    metrics["epoch_time"])
+
+    # ---- outputs ---------------------------------------------------------------------------------------------
+    def _write_run_files(self) -> None:
+        self.plans.save(self.output_dir / "plans.json")
+        src = self.paths.preprocessed / self.plans.dataset_name / "dataset.json"
+        if src.is_file():
+            shutil.copyfile(src, self.output_dir / "dataset.json")
+
+    def _write_metrics(self) -> None:
+        path = self.output_dir / "metrics.jsonl"
+        fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=self.output_dir)
+        with os.fdopen(fd, "w") as f:
+            for m in self.history:
+                f.write(json.dumps(to_jsonable(m)) + "\n")
+        os.replace(tmp, path)
+        plot_progress(self.history, self.output_dir / "progress.png", self.progress_panels())
+
+    def final_validation(self, progress: bool = True) -> dict:
+        """Predicts every validation case with a Gaussian sliding window (no TTA) on the preprocessed grid and
+        writes Dice per class to ``validation/summary.json``."""
+        self.network.eval()
+        self.network.deep_supervision = False
+        per_case = []
+        try:
+            for case_id in tqdm(self.val_ids, desc="final validation", disable=not progress, unit="case"):
+                data, seg, _ = load_case(self.data_folder, case_id, mmap=False)
+                with torch.autocast(self.device.type, enabled=self.use_amp):
+                    logits = sliding_window(self.network, torch.from_numpy(data).to(self.device),
+                                            self.cfg.patch_size, step=0.5)
+                pred = logits.argmax(0).cpu().numpy()
+                ref = np.where(seg[0] < 0, 0, seg[0])
+                per_case.append({"case": case_id, "dice": {str(k): v for k, v in
+                                                           dice_per_class(pred, ref, self.labels).items()}})
+        finally:
+            self.network.deep_supervision = True
+        mean = {str(k): nanmean(c["dice"][str(k)] for c in per_case) for k in self.labels}
+        summary = {"mean_dice": mean, "foreground_mean_dice": nanmean(mean.values()), "cases": per_case,
+                   "note": "Dice on the preprocessed grid of each validation case (sliding window, no TTA)"}
+        write_json_atomic(self.output_dir / "validation" / "summary.json", summary)
+        return summary
+
+
+def with_overrides(config: TrainerConfig, **overrides) -> TrainerConfig:
+    """``config`` with the non-None ``overrides`` applied (CLI flags)."""
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,50 @@
+"""``progress.png``: losses and pseudo-Dice, learning rate, epoch time, plus trainer-specific panels."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_progress(history: Sequence[dict], path: Path, extra_panels: Sequence[Callable] = ()) -> None:
+    """Draws the training curves from the per-epoch ``history`` and writes ``path`` atomically."""
+    if not history:
+        return
+    epochs = [m["epoch"] for m in history]
+    n = 3 + len(extra_panels)
+    fig, axes = plt.subplots(n, 1, figsize=(10, 3.2 * n), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(epochs, [m["train_loss"] for m in history], color="b", label="train loss")
+    ax.plot(epochs, [m["val_loss"] for m in history], color="r", label="val loss")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    labels = sorted(history[-1]["pseudo_dice"])
+    for k in labels:
+        ax2.plot(epochs, [m["pseudo_dice"].get(k) for m in history], ls=":", label=f"pseudo-Dice {k}")
+    ax2.plot(epochs, [m["ema_pseudo_dice"] for m in history], color="g", label="pseudo-Dice (EMA)")
+    ax2.set_ylabel("pseudo-Dice")
+    ax2.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    ax2.legend(loc="upper right")
+    axes[1, 0].plot(epochs, [m["lr"] for m in history], color="b")
+    axes[1, 0].set_ylabel("learning rate")
+    axes[2, 0].plot(epochs, [m["epoch_time"] for m in history], color="b")
+    axes[2, 0].set_ylabel("epoch time (s)")
+    for i, panel in enumerate(extra_panels):
+        panel(axes[3 + i, 0], history)
+    axes[-1, 0].set_xlabel("epoch")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=".progress.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
