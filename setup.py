@@ -29,6 +29,8 @@ setup(
             "sauron_plan_and_preprocess=sauronnet.cli:plan_and_preprocess_main",
             "sauron_demo_data=sauronnet.cli:demo_data_main",
             "sauron_train=sauronnet.cli:train_main",
+            "sauron_predict=sauronnet.cli:predict_main",
+            "sauron_evaluate=sauronnet.cli:evaluate_main",
         ]
     },
 )

@@ -285,3 +285,142 @@ def train_main(argv: Sequence[str] | None = None) -> int:
           f"validation Dice {dice} (mean {summary['foreground_mean_dice']:.4f})")
     print(f"model: {trainer.output_dir}")
     return 0
+
+
+# ---- sauron_predict ----------------------------------------------------------------------------------------------
+def _model_dir(paths: Paths, args: argparse.Namespace) -> Path:
+    if args.model:
+        return Path(args.model)
+    name = paths.dataset_name(args.dataset)
+    base = paths.results / name
+    pattern = f"{args.trainer or '*'}__{args.preset or '*'}__{args.configuration}"
+    found = sorted(p for p in base.glob(pattern) if p.is_dir())
+    if not found:
+        raise FileNotFoundError(f"{base}: no trained model matching {pattern}; train one with sauron_train")
+    if len(found) > 1:
+        raise ValueError(f"several models match {pattern} in {base}: {[p.name for p in found]}; choose with -tr/-p "
+                         "or -m MODEL_DIR")
+    return found[0]
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    """``sauron_predict -i IN -o OUT``: segments images with a trained (pruned or not) model."""
+    parser = argparse.ArgumentParser(
+        prog="sauron_predict",
+        description="Segments images with a trained model. Inputs: a folder in nnU-Net naming (CASE_0000.nii.gz, "
+                    "CASE_0001.nii.gz for a second channel...), single image files, or DICOM series folders. Each "
+                    "output CASE.ext lies voxel for voxel on its input (same spacing, origin, direction and format; "
+                    "DICOM inputs give .nii.gz). " + ENV_HELP,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-i", "--input", nargs="+", required=True, help="input folder, files or DICOM folders")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("-m", "--model", help="model folder TRAINER__PRESET__CONFIG (holding fold_F/ subfolders)")
+    src.add_argument("-d", "--dataset", metavar="TASK", help="find the model under SAURON_RESULTS/TASK")
+    parser.add_argument("-c", "--configuration", default="3d_fullres", help="with -d")
+    parser.add_argument("-tr", "--trainer", help="with -d: trainer name (if several models exist)")
+    parser.add_argument("-p", "--preset", help="with -d: plans preset (if several models exist)")
+    parser.add_argument("-f", "--folds", nargs="+", help="folds to ensemble (default: every trained fold)")
+    parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final")
+    parser.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch")
+    parser.add_argument("--disable-tta", action="store_true", help="no mirroring (8x faster in 3D)")
+    parser.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz (probabilities)")
+    parser.add_argument("--continue", dest="resume", action="store_true", help="skip cases already written")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores on CPU)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    from tqdm import tqdm
+
+    from sauronnet.inference.inputs import find_cases
+    from sauronnet.inference.predictor import Predictor
+    from sauronnet.io import read_images, write_seg
+
+    try:
+        device = _resolve_device(args.device)
+        _set_threads(device, args.threads)
+        model_dir = _model_dir(paths_from_env(), args)
+        predictor = Predictor.from_model_dir(model_dir, args.folds, args.checkpoint, args.step,
+                                             not args.disable_tta, device)
+    except (FileNotFoundError, ValueError) as e:
+        return _report([str(e)])
+    cases, problems = find_cases(args.input, len(predictor.plans.channel_names))
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done, times = 0, []
+    for case in tqdm(cases, desc="Predict", disable=args.no_progress, unit="case"):
+        target = out_dir / f"{case.case_id}{case.ending}"
+        if args.resume and target.is_file():
+            continue
+        t0 = time.perf_counter()
+        try:
+            data, geometry = read_images(case.files)
+            pred = predictor.predict(data, geometry, return_probabilities=args.save_probabilities)
+        except (ValueError, FileNotFoundError) as e:
+            problems.append(f"{case.files[0]}: {e}")
+            continue
+        write_seg(pred.labels, geometry, target)
+        if pred.probabilities is not None:
+            _save_npz_atomic(out_dir / f"{case.case_id}.npz", probabilities=pred.probabilities)
+        times.append(time.perf_counter() - t0)
+        done += 1
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    mean = f", {sum(times) / len(times):.2f} s per case" if times else ""
+    print(f"predicted {done} case(s) into {out_dir} with {len(predictor.networks)} fold(s) of {model_dir.name}{mean}")
+    return 1 if problems else 0
+
+
+def _save_npz_atomic(path: Path, **arrays) -> None:
+    import tempfile
+
+    import numpy as np
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- sauron_evaluate ---------------------------------------------------------------------------------------------
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """``sauron_evaluate -ref REF -pred PRED``: Dice, IoU, HD95 and volumes per case and class."""
+    parser = argparse.ArgumentParser(
+        prog="sauron_evaluate",
+        description="Compares predicted label maps with reference ones (same file names, same grids) and writes "
+                    "summary.json: per case and class Dice, IoU, HD95 (mm), volumes (mm³); means per class. "
+                    "Conventions: a class absent from both maps has Dice/IoU/HD95 NaN (left out of means, null in "
+                    "JSON); absent from one map only: Dice 0 and HD95 infinite (null in JSON, counted in "
+                    "'hd95_infinite').",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-ref", "--reference", required=True, help="folder of reference label maps")
+    parser.add_argument("-pred", "--prediction", required=True, help="folder of predicted label maps")
+    parser.add_argument("-l", "--labels", type=int, nargs="+", help="labels to score (default: all nonzero "
+                                                                     "values found in the references)")
+    parser.add_argument("-o", "--output", help="summary file (default: PRED/summary.json)")
+    args = parser.parse_args(argv)
+    _setup_logging(False)
+    from sauronnet.evaluation import evaluate_folders
+
+    try:
+        summary = evaluate_folders(Path(args.reference), Path(args.prediction), args.labels)
+    except (FileNotFoundError, ValueError) as e:
+        return _report([str(e)])
+    from sauronnet.serialization import write_json_atomic
+    out = Path(args.output) if args.output else Path(args.prediction) / "summary.json"
+    write_json_atomic(out, summary)
+    for label, m in summary["mean"].items():
+        print(f"label {label}: Dice {_fmt_metric(m['dice'])}, IoU {_fmt_metric(m['iou'])}, "
+              f"HD95 {_fmt_metric(m['hd95'])} mm")
+    print(f"mean foreground Dice {_fmt_metric(summary['foreground_mean_dice'])} over {len(summary['cases'])} "
+          f"case(s); written to {out}")
+    return 0
+
+
+def _fmt_metric(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"

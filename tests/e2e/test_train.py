@@ -1,0 +1,80 @@
+"""sauron_train as a user runs it: outputs, --continue, and survival of SIGKILL at any moment."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from sauronnet import cli
+from trainers.base import load_checkpoint
+
+
+def _env(paths, monkeypatch=None):
+    env = {"SAURON_RAW": str(paths.raw), "SAURON_PREPROCESSED": str(paths.preprocessed),
+           "SAURON_RESULTS": str(paths.results)}
+    if monkeypatch is not None:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+    return env
+
+
+def test_train_command_writes_every_output(results_paths, monkeypatch, capsys):
+    _env(results_paths, monkeypatch)
+    argv = ["1", "0", "-tr", "Trainer", "--epochs", "2", "--iters", "2", "--val-iters", "1", "--workers", "1",
+            "--no-progress"]
+    assert cli.train_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "validation Dice" in out
+    fold = results_paths.results / "Dataset001_Demo" / "Trainer__cpu__3d_fullres" / "fold_0"
+    for name in ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth", "plans.json",
+                 "dataset.json", "training.log", "metrics.jsonl", "progress.png", "validation/summary.json"):
+        assert (fold / name).is_file(), name
+    assert len((fold / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "epoch 1:" in (fold / "training.log").read_text()
+    assert set(json.loads((fold / "validation" / "summary.json").read_text())["mean_dice"]) == {"1", "2"}
+    # --continue on a finished run only redoes the final validation
+    assert cli.train_main(argv + ["--continue"]) == 0
+    assert load_checkpoint(fold / "checkpoint_final.pth")["epoch"] == 2
+
+
+def test_bad_fold_and_missing_plans(results_paths, monkeypatch, capsys):
+    _env(results_paths, monkeypatch)
+    try:
+        cli.train_main(["1", "7"])
+        raise AssertionError("expected a usage error")
+    except SystemExit as e:
+        assert e.code == 2
+    assert cli.train_main(["1", "0", "-p", "nnunet"]) == 1
+    assert "run sauron_plan_and_preprocess -d Dataset001_Demo --preset nnunet" in capsys.readouterr().err
+
+
+def test_sigkill_leaves_a_loadable_checkpoint_and_continue_finishes(results_paths, monkeypatch):
+    env = {**os.environ, **_env(results_paths)}
+    argv = ["1", "0", "-tr", "Trainer", "--epochs", "6", "--iters", "3", "--val-iters", "1", "--workers", "0",
+            "--no-progress", "--threads", "1"]
+    code = f"import sys; from sauronnet.cli import train_main; sys.exit(train_main({argv!r}))"
+    fold = results_paths.results / "Dataset001_Demo" / "Trainer__cpu__3d_fullres" / "fold_0"
+    latest = fold / "checkpoint_latest.pth"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not latest.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        # kill in the middle of whatever comes next (training, or writing a checkpoint)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    ckpt = load_checkpoint(latest)  # loadable whatever the moment of the kill
+    assert 1 <= ckpt["epoch"] <= 6
+    _env(results_paths, monkeypatch)
+    assert cli.train_main(argv + ["--continue"]) == 0
+    final = load_checkpoint(fold / "checkpoint_final.pth")
+    assert final["epoch"] == 6 and len(final["history"]) == 6
+    assert [h["epoch"] for h in final["history"]] == list(range(6))
+    assert not list(fold.glob(".*.tmp"))
+    assert isinstance(final["state_dict"]["encoder.0.0.conv.weight"], torch.Tensor)
