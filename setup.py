@@ -31,6 +31,7 @@ setup(
             "sauron_train=sauronnet.cli:train_main",
             "sauron_predict=sauronnet.cli:predict_main",
             "sauron_evaluate=sauronnet.cli:evaluate_main",
+            "sauron_info=sauronnet.cli:info_main",
         ]
     },
 )

@@ -243,6 +243,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="augmentation processes (default: one per two cores)")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="resume from checkpoint_latest.pth of this fold")
+    sauron = parser.add_argument_group("Sauron pruning (SauronTrainer only; defaults are the paper's)")
+    sauron.add_argument("--lambda", dest="lam", type=float, help="weight of the clustering term (0.5)")
+    sauron.add_argument("--tau-max", type=float, help="largest pruning threshold (0.3)")
+    sauron.add_argument("--kappa", type=int, help="threshold steps from 0.001 to tau-max (15)")
+    sauron.add_argument("--rho", type=int, help="patience epochs after a threshold step / plateau length (5)")
+    sauron.add_argument("--mu", type=float, help="a layer still prunes if it lost >= mu of its channels (0.02)")
+    sauron.add_argument("--prune-batches", type=int, help="last training batches of an epoch averaged for "
+                                                          "the pruning score (1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores on CPU)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -266,8 +274,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         device = _resolve_device(args.device)
         _set_threads(device, args.threads)
         cls = TRAINERS[args.trainer]
+        sauron_flags = {k: getattr(args, k) for k in ("lam", "tau_max", "kappa", "rho", "mu", "prune_batches")}
+        given = sorted(k for k, v in sauron_flags.items() if v is not None)
+        known = set(cls.config_class.__dataclass_fields__)
+        if any(k not in known for k in given):
+            parser.error(f"{', '.join('--' + k.replace('_', '-') for k in given)} only apply to SauronTrainer, "
+                         f"not {cls.name}")
         config = with_overrides(cls.config_class(), epochs=args.epochs, iterations_per_epoch=args.iters,
-                                val_iterations=args.val_iters, seed=args.seed, num_workers=args.workers)
+                                val_iterations=args.val_iters, seed=args.seed, num_workers=args.workers,
+                                **sauron_flags)
         trainer = cls(plans, args.configuration, args.fold, paths, config, device)
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
@@ -283,6 +298,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     dice = ", ".join(f"{k}: {v:.4f}" for k, v in summary["mean_dice"].items())
     print(f"{name} fold {args.fold}: {cls.name} trained {trainer.epoch} epochs in {time.perf_counter() - t0:.0f} s; "
           f"validation Dice {dice} (mean {summary['foreground_mean_dice']:.4f})")
+    if "pruning" in summary:
+        p = summary["pruning"]
+        print(f"pruning: parameters {p['parameters_before']:,} -> {p['parameters_after']:,} "
+              f"(-{100 * p['parameters_removed_fraction']:.1f} %), forward FLOPs {p['flops_before'] / 1e9:.3f} -> "
+              f"{p['flops_after'] / 1e9:.3f} GFLOP (-{100 * p['flops_removed_fraction']:.1f} %)")
     print(f"model: {trainer.output_dir}")
     return 0
 
@@ -424,3 +444,43 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 def _fmt_metric(v) -> str:
     return "n/a" if v is None else f"{v:.4f}"
+
+
+# ---- sauron_info -------------------------------------------------------------------------------------------------
+def info_main(argv: Sequence[str] | None = None) -> int:
+    """``sauron_info MODEL_DIR``: widths, parameters and FLOPs per layer of a trained (pruned or not) model."""
+    parser = argparse.ArgumentParser(
+        prog="sauron_info",
+        description="Prints, for each fold of a trained model, every prunable layer's width (and the plan's), its "
+                    "parameters and forward FLOPs at the plan's patch size (one patch, inference, "
+                    "torch.utils.flop_counter), and the totals against the unpruned network.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("model_dir", help="model folder TRAINER__PRESET__CONFIG, or one of its fold_F folders")
+    parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final")
+    args = parser.parse_args(argv)
+    _setup_logging(False)
+    import torch
+
+    from sauronnet.inference.predictor import load_fold_network
+    from sauronnet.networks.complexity import measure, unpruned_like
+    from sauronnet.networks.unet import default_widths
+
+    model_dir = Path(args.model_dir)
+    folds = [model_dir] if model_dir.name.startswith("fold_") else sorted(model_dir.glob("fold_*"))
+    ckpts = [f / f"checkpoint_{args.checkpoint}.pth" for f in folds if (f / f"checkpoint_{args.checkpoint}.pth").is_file()]
+    if not ckpts:
+        return _report([f"{model_dir}: no fold_*/checkpoint_{args.checkpoint}.pth"])
+    for path in ckpts:
+        net, plans, configuration = load_fold_network(path, torch.device("cpu"))
+        patch = plans.configuration(configuration).patch_size
+        now, ref = measure(net, patch), measure(unpruned_like(net), patch)
+        planned = default_widths(net.plan)
+        print(f"{path.parent.name} ({plans.dataset_name}, {configuration}, patch {list(patch)}):")
+        print(f"  {'layer':<10}{'width':>12}{'parameters':>14}{'GFLOP':>10}")
+        for name, (width, params, flops) in now.layers.items():
+            w = f"{width}/{planned[name]}" if name in planned else str(width)
+            print(f"  {name:<10}{w:>12}{params:>14,}{flops / 1e9:>10.4f}")
+        print(f"  total: parameters {now.parameters:,} of {ref.parameters:,} "
+              f"(-{100 * (1 - now.parameters / ref.parameters):.1f} %), FLOPs {now.flops / 1e9:.4f} of "
+              f"{ref.flops / 1e9:.4f} GFLOP (-{100 * (1 - now.flops / ref.flops):.1f} %)")
+    return 0

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 from trainers.base import Trainer, TrainerConfig
+from trainers.sauron import SauronConfig, SauronTrainer
 
-TRAINERS = {Trainer.name: Trainer}
+#: the first entry is the default of ``sauron_train``
+TRAINERS = {SauronTrainer.name: SauronTrainer, Trainer.name: Trainer}
 
-__all__ = ["TRAINERS", "Trainer", "TrainerConfig"]
+__all__ = ["TRAINERS", "Trainer", "TrainerConfig", "SauronTrainer", "SauronConfig"]

@@ -160,6 +160,7 @@ class Trainer:
         self.optimizer = self.configure_optimizers()
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         self.epoch = 0
+        self.batch_index = 0  # position of the current training batch within its epoch
         self.ema_dice: float | None = None
         self.best_ema = -math.inf
         self.history: list[dict] = []
@@ -325,7 +326,7 @@ class Trainer:
         losses = []
         bar = tqdm(train_stream.batches(epoch, c.iterations_per_epoch), total=c.iterations_per_epoch,
                    desc=f"epoch {epoch + 1}/{c.epochs}", disable=not progress, unit="it", leave=False)
-        for batch in bar:
+        for self.batch_index, batch in enumerate(bar):
             losses.append(self.train_step(batch)["loss"])
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         self.network.eval()

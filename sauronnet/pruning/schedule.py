@@ -1,0 +1,77 @@
+"""Sauron's per-layer threshold schedule, as pure functions of loss and width histories (DESIGN.md §5).
+
+Each prunable layer has a threshold τ on the grid ``linspace(τ0, τ_max, κ + 1)``, starting at its first value,
+and a patience counter. At every epoch end: if patience > 0 it is decremented; otherwise, if training has
+*converged*, τ steps up once and patience becomes ρ. Converged means all of:
+
+1. at least ρ + 1 training losses are recorded;
+2. the last training loss lies within [min, max] of the ρ before it (a plateau);
+3. the last validation loss is not a new minimum (the reference code meant this but wrote an always-false test);
+4. the previous pruning removed fewer than ⌈μ · previous width⌉ channels of this layer.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SauronSettings:
+    """The paper's constants."""
+
+    lam: float = 0.5  # λ, weight of the clustering term
+    tau0: float = 0.001  # first threshold
+    tau_max: float = 0.3  # last threshold
+    kappa: int = 15  # number of threshold steps
+    rho: int = 5  # patience after a step / plateau length
+    mu: float = 0.02  # "still pruning" fraction
+    pool: int = 2  # pooling kernel of the distances
+
+
+@dataclass(frozen=True)
+class LayerState:
+    """Schedule state of one layer: position on the threshold grid, patience, last pruning's outcome."""
+
+    step: int = 0
+    patience: int = 0
+    last_removed: int = 0
+    width_before_last: int = 0
+
+
+def threshold_grid(s: SauronSettings) -> np.ndarray:
+    return np.linspace(s.tau0, s.tau_max, s.kappa + 1)
+
+
+def threshold(state: LayerState, s: SauronSettings) -> float:
+    return float(threshold_grid(s)[state.step])
+
+
+def losses_converged(train_losses: Sequence[float], val_losses: Sequence[float], rho: int) -> bool:
+    """Conditions 1–3 (shared by every layer)."""
+    if len(train_losses) < rho + 1 or not val_losses:
+        return False
+    last, previous = train_losses[-1], train_losses[-(rho + 1):-1]
+    plateau = min(previous) <= last <= max(previous)
+    new_val_minimum = len(val_losses) == 1 or val_losses[-1] < min(val_losses[:-1])
+    return plateau and not new_val_minimum
+
+
+def layer_stopped_pruning(state: LayerState, mu: float) -> bool:
+    """Condition 4: the previous pruning removed fewer than ⌈μ · width⌉ channels of the layer."""
+    return state.last_removed < math.ceil(mu * state.width_before_last)
+
+
+def advance(state: LayerState, losses_ok: bool, s: SauronSettings) -> LayerState:
+    """One epoch end of the schedule for one layer (before pruning)."""
+    if state.patience > 0:
+        return replace(state, patience=state.patience - 1)
+    if losses_ok and layer_stopped_pruning(state, s.mu) and state.step < s.kappa:
+        return replace(state, step=state.step + 1, patience=s.rho)
+    return state
+
+
+def record_pruning(state: LayerState, width_before: int, removed: int) -> LayerState:
+    return replace(state, last_removed=removed, width_before_last=width_before)

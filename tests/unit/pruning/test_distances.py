@@ -1,0 +1,60 @@
+import math
+
+import pytest
+import torch
+
+from sauronnet.pruning.distances import delta_opt, delta_prune, pool
+
+
+def test_pool_keeps_singleton_axes():
+    assert tuple(pool(torch.zeros(1, 2, 1, 6, 5)).shape) == (1, 2, 1, 3, 2)
+    assert tuple(pool(torch.zeros(1, 2, 4, 4)).shape) == (1, 2, 2, 2)
+
+
+def test_identical_channels_give_zero():
+    x = torch.randn(2, 1, 4, 6, 6).repeat(1, 3, 1, 1, 1)
+    assert float(delta_opt(x)) == pytest.approx(math.sqrt(1e-8))
+    assert torch.allclose(delta_prune(x, reference=1), torch.zeros(3))
+
+
+def test_delta_opt_by_hand_normalises_over_all_spatial_axes():
+    ch0 = torch.arange(8.0).reshape(2, 2, 2)  # normalised: v / 7, mean 0.5
+    ch1 = torch.zeros(2, 2, 2)
+    ch1[1, 1, 1] = 7.0  # normalised: one 1, mean 1/8
+    x = torch.stack([ch0, ch1])[None]
+    assert float(delta_opt(x)) == pytest.approx(math.sqrt((0.5 - 0.125) ** 2 + 1e-8), rel=1e-6)
+
+
+def test_per_slice_affine_copies_are_not_clustered():
+    # the reference code normalised 3D maps per slice: a channel that is the reference up to a different
+    # affine map per slice looked identical to it. Normalising over all axes keeps them apart.
+    ref = torch.rand(1, 1, 2, 4, 4)
+    other = ref.clone()
+    other[:, :, 1] = other[:, :, 1] * 5 + 3
+    assert float(delta_opt(torch.cat([ref, other], 1))) > 0.05
+
+
+def test_constant_and_single_channels():
+    x = torch.zeros(1, 2, 4, 4, 4)
+    x[:, 0] = torch.rand(4, 4, 4)
+    x[:, 1] = 3.0  # constant channel: range 0
+    d = delta_opt(x)
+    assert torch.isfinite(d)
+    assert delta_opt(torch.rand(1, 1, 4, 4, 4)) is None
+    assert torch.isfinite(delta_prune(torch.ones(2, 3, 4, 4), 0)).all()
+
+
+def test_delta_prune_by_hand():
+    x = torch.stack([torch.full((2, 2), 1.0), torch.full((2, 2), 3.0), torch.full((2, 2), 1.0)])[None]
+    assert delta_prune(x, reference=0).tolist() == pytest.approx([0.0, 1.0, 0.0])
+    # two samples: each normalised by its own max, then averaged
+    y = torch.cat([x, torch.stack([torch.full((2, 2), 0.0), torch.full((2, 2), 1.0),
+                                   torch.full((2, 2), 2.0)])[None]])
+    assert delta_prune(y, reference=0).tolist() == pytest.approx([0.0, 0.75, 0.5])
+
+
+def test_delta_opt_has_gradients_and_delta_prune_has_none():
+    x = torch.rand(1, 3, 4, 4, 4, requires_grad=True)
+    delta_opt(x).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert not delta_prune(x, 0).requires_grad

@@ -1,0 +1,72 @@
+import pytest
+
+from sauronnet.pruning.schedule import (LayerState, SauronSettings, advance, layer_stopped_pruning,
+                                        losses_converged, record_pruning, threshold, threshold_grid)
+
+S = SauronSettings()
+
+
+def test_grid():
+    g = threshold_grid(S)
+    assert len(g) == 16 and g[0] == pytest.approx(0.001) and g[-1] == pytest.approx(0.3)
+    assert threshold(LayerState(step=15), S) == pytest.approx(0.3)
+
+
+def test_no_convergence_before_rho_plus_one_losses():
+    assert not losses_converged([1.0, 1.1, 0.9, 1.0, 1.05], [1, 2, 3, 4, 5], rho=5)
+    assert losses_converged([1.0, 1.1, 0.9, 1.0, 1.05, 1.0], [1, 2, 3, 4, 5, 6], rho=5)
+
+
+@pytest.mark.parametrize("last, ok", [(1.0, True), (0.85, False), (1.2, False)])
+def test_plateau_condition(last, ok):
+    train = [5.0, 1.0, 1.1, 0.9, 1.0, 1.05, last]
+    assert losses_converged(train, [0.5] * 6 + [0.6], rho=5) is ok
+
+
+def test_new_validation_minimum_blocks_convergence():
+    train = [1.0, 1.1, 0.9, 1.0, 1.05, 1.0]
+    assert not losses_converged(train, [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], rho=5)
+    assert losses_converged(train, [1.0, 0.9, 0.8, 0.7, 0.5, 0.6], rho=5)
+
+
+def test_two_percent_rule():
+    assert layer_stopped_pruning(LayerState(last_removed=1, width_before_last=64), 0.02)  # ceil(1.28) = 2
+    assert not layer_stopped_pruning(LayerState(last_removed=2, width_before_last=64), 0.02)
+    assert layer_stopped_pruning(LayerState(), 0.02) is False  # nothing pruned yet: ceil(0) = 0
+
+
+def test_step_then_patience_counts_down():
+    s = SauronSettings(rho=2)
+    state = record_pruning(LayerState(), 100, 0)
+    state = advance(state, True, s)
+    assert (state.step, state.patience) == (1, 2)
+    state = advance(record_pruning(state, 100, 0), True, s)
+    assert (state.step, state.patience) == (1, 1)
+    state = advance(state, True, s)
+    assert (state.step, state.patience) == (1, 0)
+    state = advance(state, True, s)
+    assert (state.step, state.patience) == (2, 2)
+    # a layer that is still losing channels (>= 2 %) does not step
+    busy = record_pruning(LayerState(step=2), 100, 5)
+    assert advance(busy, True, s).step == 2
+    # losses not converged: no step
+    assert advance(record_pruning(LayerState(), 100, 0), False, s).step == 0
+
+
+def test_threshold_never_passes_the_last_step():
+    s = SauronSettings(kappa=2)
+    state = record_pruning(LayerState(step=2), 10, 0)
+    assert advance(state, True, s).step == 2
+
+
+def test_scripted_run():
+    # a flat training loss (1.0, 1.1, 0.9, ...) whose validation minimum lies in epoch 0: the first step comes
+    # once rho + 1 = 6 losses exist (epoch 5), the next after rho patience epochs (epoch 11), then epoch 17
+    s = SauronSettings(rho=5)
+    state, steps, train, val = LayerState(), [], [], []
+    for e in range(18):
+        train.append([1.0, 1.1, 0.9][e % 3])
+        val.append(0.5 if e == 0 else 1.0)
+        state = record_pruning(advance(state, losses_converged(train, val, s.rho), s), 32, 0)
+        steps.append(state.step)
+    assert steps == [0] * 5 + [1] * 6 + [2] * 6 + [3]
