@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sauronnet-installed
 # torch is pinned and installed first: 2.13.0 is the CPU wheel; anything unpinned pulls a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
-DEMO_TASK := Dataset001_Demo
 
 .PHONY: demo test install clean-demo
 
@@ -22,9 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
-	$(BIN)/sauron_demo_data --overwrite
-	$(BIN)/sauron_plan_and_preprocess -d $(DEMO_TASK) --preset cpu --verify
-	@echo "Demo: planned and preprocessed $(DEMO_TASK) under ./sauron_data (training arrives with sauron_train)."
+	$(BIN)/sauron_demo
 
 clean-demo:
 	rm -rf sauron_data

@@ -1,0 +1,144 @@
+"""Sauron vs the unpruned baseline on the demo dataset (cpu preset): Dice, size, FLOPs, CPU inference time.
+
+Usage::
+
+    .venv/bin/python benchmarks/sauron_vs_baseline.py [--epochs 100] [--iters 25] [--threads 2] [--skip-training]
+
+Trains ``Trainer`` and ``SauronTrainer`` (fold ``all``, identical epochs, iterations and seed, the paper's
+constants) with the command line into ``benchmarks/cache/``, then prints one table:
+
+- Dice per class of both on the held-out test cases (``sauron_predict`` + ``sauron_evaluate``, TTA on);
+- parameters and forward FLOPs (one patch, ``torch.utils.flop_counter``) of both;
+- CPU sliding-window inference time per test case (no TTA), the two models interleaved case by case, median;
+- the Sauron run's first- and last-epoch times (from ``metrics.jsonl``).
+
+Goals (the paper's claim): ≥ 90 % fewer FLOPs, Dice drop ≤ 0.01, inference ≥ 4× faster, last epoch ≤ 0.5× the
+first. Runs for a long time (about an hour for 100 epochs of 25 iterations): start it in the background.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import CACHE, OUR_BIN, cpu_model, threads_env  # noqa: E402
+
+ROOT = CACHE / "sauron_vs_baseline"
+TRAINERS = ("Trainer", "SauronTrainer")
+
+
+def env() -> dict:
+    return {**os.environ, "SAURON_RAW": str(ROOT / "raw"), "SAURON_PREPROCESSED": str(ROOT / "preprocessed"),
+            "SAURON_RESULTS": str(ROOT / "results")}
+
+
+def run(cmd: list) -> None:
+    print("$", " ".join(map(str, cmd)), flush=True)
+    subprocess.run(list(map(str, cmd)), env=env(), check=True)
+
+
+def train(epochs: int, iters: int, threads: int) -> None:
+    run([OUR_BIN / "sauron_demo_data", "--overwrite"])
+    run([OUR_BIN / "sauron_plan_and_preprocess", "-d", "1", "--preset", "cpu", "--no-progress"])
+    for tr in TRAINERS:
+        run([OUR_BIN / "sauron_train", "1", "all", "-tr", tr, "-p", "cpu", "--epochs", epochs, "--iters", iters,
+             "--threads", threads, "--no-progress"])
+
+
+def model_dir(trainer: str) -> Path:
+    return ROOT / "results" / "Dataset001_Demo" / f"{trainer}__cpu__3d_fullres"
+
+
+def evaluate(trainer: str) -> dict:
+    out = ROOT / "predictions" / trainer
+    images = ROOT / "raw" / "Dataset001_Demo" / "imagesTs"
+    run([OUR_BIN / "sauron_predict", "-i", images, "-o", out, "-m", model_dir(trainer), "--no-progress"])
+    run([OUR_BIN / "sauron_evaluate", "-ref", ROOT / "raw" / "Dataset001_Demo" / "labelsTs", "-pred", out])
+    return json.loads((out / "summary.json").read_text())
+
+
+def inference_times(threads: int, repeats: int = 3) -> dict[str, float]:
+    """Median sliding-window time per test case (no TTA), the two models interleaved case by case."""
+    import torch
+
+    from sauronnet.inference.predictor import Predictor
+    from sauronnet.io import read_images
+    from sauronnet.preprocessing.preprocess import preprocess_case
+
+    torch.set_num_threads(threads)
+    predictors = {t: Predictor.from_model_dir(model_dir(t), mirror=False) for t in TRAINERS}
+    images = sorted((ROOT / "raw" / "Dataset001_Demo" / "imagesTs").iterdir())
+    first = predictors[TRAINERS[0]]
+    cases = []
+    for p in images:
+        data, geo = read_images([p])
+        cases.append(preprocess_case(data, None, geo, p.name, first.plans, first.config)[0])
+    times = {t: [] for t in TRAINERS}
+    for _ in range(repeats):
+        for pre in cases:
+            for t in TRAINERS:
+                t0 = time.perf_counter()
+                predictors[t].predict_preprocessed(pre)
+                times[t].append(time.perf_counter() - t0)
+    return {t: statistics.median(v) for t, v in times.items()}
+
+
+def complexity(trainer: str) -> tuple[int, int]:
+    import torch
+
+    from sauronnet.inference.predictor import load_fold_network
+    from sauronnet.networks.complexity import measure
+    net, plans, configuration = load_fold_network(model_dir(trainer) / "fold_all" / "checkpoint_final.pth",
+                                                  torch.device("cpu"))
+    c = measure(net, plans.configuration(configuration).patch_size)
+    return c.parameters, c.flops
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--iters", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-training", action="store_true", help="reuse the models already trained")
+    args = parser.parse_args(argv)
+    os.environ.update(threads_env(args.threads))
+    t0 = time.perf_counter()
+    if not args.skip_training:
+        train(args.epochs, args.iters, args.threads)
+    dice = {t: evaluate(t) for t in TRAINERS}
+    size = {t: complexity(t) for t in TRAINERS}
+    infer = inference_times(args.threads)
+    epochs = [json.loads(x) for x in (model_dir("SauronTrainer") / "fold_all" / "metrics.jsonl").read_text().split("\n") if x]
+    first, last = epochs[0]["epoch_time"], epochs[-1]["epoch_time"]
+    base, sau = TRAINERS
+    labels = dice[base]["labels"]
+    lines = [f"Sauron vs baseline, demo dataset (cpu preset), fold all, {len(epochs)} epochs x {args.iters} "
+             f"iterations, seed fixed; {args.threads} threads; CPU: {cpu_model()}",
+             f"command: .venv/bin/python benchmarks/sauron_vs_baseline.py --epochs {args.epochs} --iters "
+             f"{args.iters} --threads {args.threads}", "",
+             "| metric | Trainer (unpruned) | SauronTrainer | ratio / change |", "|---|---|---|---|"]
+    for c in labels:
+        a, b = dice[base]["mean"][str(c)]["dice"], dice[sau]["mean"][str(c)]["dice"]
+        lines.append(f"| test Dice label {c} | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
+    a, b = dice[base]["foreground_mean_dice"], dice[sau]["foreground_mean_dice"]
+    lines.append(f"| test Dice mean | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
+    lines.append(f"| parameters | {size[base][0]:,} | {size[sau][0]:,} | {size[sau][0] / size[base][0]:.3f}x |")
+    lines.append(f"| forward GFLOP (one patch) | {size[base][1] / 1e9:.4f} | {size[sau][1] / 1e9:.4f} | "
+                 f"{size[sau][1] / size[base][1]:.3f}x ({100 * (1 - size[sau][1] / size[base][1]):.1f} % fewer) |")
+    lines.append(f"| CPU inference per test case (no TTA, median) | {infer[base]:.3f} s | {infer[sau]:.3f} s | "
+                 f"{infer[base] / infer[sau]:.2f}x faster |")
+    lines.append(f"| Sauron epoch time first / last | | {first:.1f} s / {last:.1f} s | {last / first:.2f}x |")
+    print("\n".join(lines))
+    print(f"\n(total {time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

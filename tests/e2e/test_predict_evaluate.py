@@ -1,0 +1,87 @@
+"""Train briefly (Sauron, pruning forced early), then sauron_predict on the demo test images, sauron_evaluate
+against their reference labels, and sauron_info on the pruned model."""
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from sauronnet import cli
+from sauronnet.plans import Plans
+from trainers.sauron import SauronConfig, SauronTrainer
+
+FAST = SauronConfig(epochs=3, iterations_per_epoch=4, val_iterations=1, num_workers=0, seed=5, tau0=0.2,
+                    tau_max=0.4, kappa=1, rho=1)
+
+
+@pytest.fixture(scope="module")
+def trained(small_demo_paths, tmp_path_factory):
+    from sauronnet.paths import Paths
+    paths = Paths(small_demo_paths.raw, small_demo_paths.preprocessed, tmp_path_factory.mktemp("res"))
+    plans = Plans.load(paths.preprocessed / "Dataset001_Demo" / "cpu" / "plans.json")
+    trainer = SauronTrainer(plans, "3d_fullres", "0", paths, FAST, "cpu")
+    trainer.fit(progress=False)
+    return paths, trainer
+
+
+def _env(paths, monkeypatch):
+    for k, v in (("SAURON_RAW", paths.raw), ("SAURON_PREPROCESSED", paths.preprocessed),
+                 ("SAURON_RESULTS", paths.results)):
+        monkeypatch.setenv(k, str(v))
+
+
+def test_predict_and_evaluate_with_the_pruned_model(trained, tmp_path, monkeypatch, capsys):
+    paths, trainer = trained
+    _env(paths, monkeypatch)
+    images = paths.raw / "Dataset001_Demo" / "imagesTs"
+    out = tmp_path / "pred"
+    assert cli.predict_main(["-i", str(images), "-o", str(out), "-d", "1", "--disable-tta", "--no-progress",
+                             "--save-probabilities"]) == 0
+    names = sorted(p.name for p in out.glob("*.nii.gz"))
+    assert names == sorted(p.name.replace("_0000", "") for p in images.iterdir())
+    for name in names:
+        src = sitk.ReadImage(str(images / name.replace(".nii.gz", "_0000.nii.gz")))
+        seg = sitk.ReadImage(str(out / name))
+        assert seg.GetSize() == src.GetSize()
+        np.testing.assert_allclose(seg.GetSpacing(), src.GetSpacing(), rtol=1e-6)
+        np.testing.assert_allclose(seg.GetOrigin(), src.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(seg.GetDirection(), src.GetDirection(), atol=1e-6)
+        probs = np.load(out / name.replace(".nii.gz", ".npz"))["probabilities"]
+        assert probs.shape == (3, *sitk.GetArrayViewFromImage(src).shape)
+        np.testing.assert_allclose(probs.sum(0), 1, atol=1e-4)
+    assert cli.evaluate_main(["-ref", str(paths.raw / "Dataset001_Demo" / "labelsTs"), "-pred", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == [1, 2] and len(summary["cases"]) == len(names)
+    assert 0 <= summary["foreground_mean_dice"] <= 1
+    assert "mean foreground Dice" in capsys.readouterr().out
+
+
+def test_continue_skips_written_cases_and_bad_inputs_do_not_stop_others(trained, tmp_path, monkeypatch, capsys):
+    paths, trainer = trained
+    _env(paths, monkeypatch)
+    images = paths.raw / "Dataset001_Demo" / "imagesTs"
+    broken = tmp_path / "in"
+    broken.mkdir()
+    for p in images.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes())
+    (broken / "zzz_0000.nii.gz").write_bytes(b"not an image")
+    out = tmp_path / "pred"
+    assert cli.predict_main(["-i", str(broken), "-o", str(out), "-m", str(trainer.output_dir.parent),
+                             "--disable-tta", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "zzz_0000.nii.gz" in err
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == len(list(images.iterdir())) and not any(n.startswith(".") for n in written)
+    stamp = (out / written[0]).stat().st_mtime_ns
+    (broken / "zzz_0000.nii.gz").unlink()
+    assert cli.predict_main(["-i", str(broken), "-o", str(out), "-m", str(trainer.output_dir.parent),
+                             "--disable-tta", "--no-progress", "--continue"]) == 0
+    assert (out / written[0]).stat().st_mtime_ns == stamp
+
+
+def test_info_reports_the_pruned_widths(trained, capsys):
+    _, trainer = trained
+    assert cli.info_main([str(trainer.output_dir.parent)]) == 0
+    out = capsys.readouterr().out
+    widths = trainer.network.widths()
+    assert f"{widths['enc0.0']}/8" in out and "total: parameters" in out and "GFLOP" in out

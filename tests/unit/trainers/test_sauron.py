@@ -1,0 +1,97 @@
+import json
+
+import pytest
+import torch
+
+from sauronnet.inference.predictor import load_fold_network
+from sauronnet.networks.unet import default_widths
+from sauronnet.paths import Paths
+from sauronnet.plans import Plans
+from trainers.base import load_checkpoint, with_overrides
+from trainers.sauron import SauronConfig, SauronTrainer
+
+# a high first threshold prunes at the first epoch end; a short schedule keeps it moving
+FAST = SauronConfig(epochs=3, iterations_per_epoch=2, val_iterations=1, num_workers=0, seed=5, tau0=0.3,
+                    tau_max=0.6, kappa=2, rho=1)
+
+
+def make(paths, config=FAST):
+    plans = Plans.load(paths.preprocessed / "Dataset001_Demo" / "cpu" / "plans.json")
+    return SauronTrainer(plans, "3d_fullres", "0", paths, config, "cpu")
+
+
+def test_config_defaults_are_the_papers():
+    s = SauronConfig().sauron
+    assert (s.lam, s.tau0, s.tau_max, s.kappa, s.rho, s.mu, s.pool) == (0.5, 0.001, 0.3, 15, 5, 0.02, 2)
+
+
+def test_widths_shrink_and_outputs_are_written(results_paths):
+    t = make(results_paths)
+    summary = t.fit(progress=False)
+    planned = default_widths(t.cfg.network)
+    widths = t.network.widths()
+    assert sum(widths.values()) < sum(planned.values())
+    assert all(1 <= widths[k] <= planned[k] for k in planned)
+    lines = [json.loads(x) for x in (t.output_dir / "pruning.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and set(lines[0]["layers"]) == set(planned)
+    assert lines[-1]["layers"]["enc0.0"]["width"] == widths["enc0.0"]
+    p = summary["pruning"]
+    assert p["flops_after"] < p["flops_before"] and p["parameters_after"] < p["parameters_before"]
+    assert json.loads((t.output_dir / "pruning_summary.json").read_text())["widths"] == widths
+    # the pruned checkpoint rebuilds its own network and reproduces its outputs exactly
+    net, _, _ = load_fold_network(t.output_dir / "checkpoint_final.pth", torch.device("cpu"))
+    assert net.widths() == widths
+    x = torch.randn(1, 1, *t.cfg.patch_size)
+    t.network.eval()
+    t.network.deep_supervision = False
+    with torch.no_grad():
+        assert torch.equal(net(x), t.network(x))
+
+
+def test_resume_mid_run_reproduces_widths_and_weights(results_paths, tmp_path):
+    straight = make(results_paths)
+    straight.fit(progress=False)
+    other = Paths(results_paths.raw, results_paths.preprocessed, tmp_path / "other")
+    first = make(other)
+    first.output_dir.mkdir(parents=True, exist_ok=True)
+    streams = first.make_streams()
+    first._run_epoch(*streams, progress=False)  # one epoch, then "killed"
+    for s in streams:
+        s.close()
+    assert load_checkpoint(first.output_dir / "checkpoint_latest.pth")["widths"] == first.network.widths()
+    resumed = make(other)
+    resumed.fit(resume=True, progress=False)
+    assert resumed.network.widths() == straight.network.widths()
+    assert resumed.layer_states == straight.layer_states
+    for a, b in zip(resumed.network.parameters(), straight.network.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_loss_adds_the_clustering_term(results_paths):
+    t = make(results_paths, with_overrides(FAST, lam=0.0))
+    t2 = make(results_paths, with_overrides(FAST, lam=1.0))
+    t2.network.load_state_dict(t.network.state_dict())
+    batch = next(t.make_streams()[1].batches(0, 1))
+    data, target = torch.from_numpy(batch["data"]), torch.from_numpy(batch["seg"])
+    losses = []
+    for tr in (t, t2):
+        tr.network.train()
+        tr.batch_index = 0
+        losses.append(float(tr.compute_loss(tr.network(data), target).detach()))
+    assert losses[1] > losses[0]
+    assert t2._maps == {}  # feature maps are released after each loss
+
+
+def test_adam_variant_prunes_too(results_paths):
+    class AdamSauron(SauronTrainer):
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.network.parameters(), lr=1e-3)
+
+    plans = Plans.load(results_paths.preprocessed / "Dataset001_Demo" / "cpu" / "plans.json")
+    t = AdamSauron(plans, "3d_fullres", "0", results_paths, with_overrides(FAST, epochs=2), "cpu")
+    t.fit(progress=False)
+    assert sum(t.network.widths().values()) < sum(default_widths(t.cfg.network).values())
+    for p in t.network.parameters():
+        state = t.optimizer.state.get(p, {})
+        if "exp_avg" in state:
+            assert state["exp_avg"].shape == p.shape and state["exp_avg_sq"].shape == p.shape
