@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         rows, ok = compare(*run_both(args.raw_dataset.resolve(), Path(tmp)))
     print(f"Plan parity on {args.raw_dataset.name}: nnU-Net v2.8.1 vs SauronNet --preset nnunet\n")
-    print(f"| field | config | nnU-Net | SauronNet | match |\n|---|---|---|---|---|")
+    print("| field | config | nnU-Net | SauronNet | match |\n|---|---|---|---|---|")
     for r in rows:
         if len(r) == 4 and isinstance(r[3], float) and not isinstance(r[2], list):
             print(f"| {r[0]} | - | {r[1]:.6g} | {r[2]:.6g} | rel. diff {r[3]:.2e} |")

@@ -10,14 +10,14 @@ convention nnU-Net uses so that its planner never pools across slices.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
+
+from sauronnet.atomic import atomic_path
 
 #: z spacing given to 2D images (nnU-Net's convention).
 SPACING_2D = 999.0
@@ -167,10 +167,7 @@ def read_seg(path: str | Path) -> tuple[np.ndarray, Geometry]:
 
 
 def write_seg(seg: np.ndarray, geometry: Geometry, path: str | Path) -> None:
-    """Writes a label map ``seg`` (Z, Y, X) with ``geometry``'s exact header, atomically.
-
-    The temporary file keeps the target's extension so SimpleITK picks the same format.
-    """
+    """Writes a label map ``seg`` (Z, Y, X) with ``geometry``'s exact header, atomically."""
     path = Path(path)
     arr = np.asarray(seg)
     if arr.shape != tuple(geometry.shape):
@@ -195,13 +192,6 @@ def write_image(data: np.ndarray, geometry: Geometry, path: str | Path) -> None:
 
 
 def _write_atomic(img: sitk.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(img, tmp, useCompression=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # the temporary file keeps the target's extension so SimpleITK picks the same format
+    with atomic_path(path, "".join(path.suffixes) or ".nii.gz") as tmp:
+        sitk.WriteImage(img, str(tmp), useCompression=True)

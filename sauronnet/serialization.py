@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
+
+from sauronnet.atomic import write_text_atomic
 
 T = TypeVar("T")
 
@@ -123,17 +123,7 @@ def _is_required(cls: type, name: str) -> bool:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Writes JSON through a temporary file in the same folder and ``os.replace`` (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(to_jsonable(obj), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

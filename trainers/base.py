@@ -18,7 +18,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,23 +27,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sauronnet.atomic import atomic_path, write_text_atomic
+from sauronnet.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from sauronnet.data.augmentation import (augmentation_plan, enlarged_patch_size, training_transforms,
                                          validation_transforms)
 from sauronnet.data.loader import BatchStream, PatchSampler
 from sauronnet.data.splits import SPLITS_FILE, load_splits
 from sauronnet.evaluation import confusion, dice_from_counts, dice_per_class, nanmean
-from sauronnet.inference.sliding_window import sliding_window
+from sauronnet.inference.predictor import Predictor
 from sauronnet.losses import DeepSupervisionLoss
 from sauronnet.networks.unet import UNet, build_network
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
 from sauronnet.preprocessing.preprocess import config_folder, load_case
-from sauronnet.serialization import from_jsonable, to_jsonable, write_json_atomic
+from sauronnet.serialization import to_jsonable, write_json_atomic
 from trainers.progress import plot_progress
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
 EMA_ALPHA = 0.1
 
 
@@ -79,37 +79,6 @@ def default_workers() -> int:
 def output_folder(paths: Paths, plans: Plans, trainer_name: str, configuration: str, fold: str) -> Path:
     """``RESULTS/DatasetXXX/TRAINER__PRESET__CONFIG/fold_F``."""
     return paths.results / plans.dataset_name / f"{trainer_name}__{plans.preset}__{configuration}" / f"fold_{fold}"
-
-
-def save_checkpoint_atomic(payload: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a kill leaves the old file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Loads a checkpoint with ``weights_only=True`` (plain containers and tensors only)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: unknown checkpoint format {ckpt.get('format')!r}")
-    return ckpt
-
-
-def network_from_checkpoint(ckpt: dict, deep_supervision: bool = False) -> tuple[UNet, Plans, str]:
-    """Rebuilds the (possibly pruned) network of a checkpoint from the checkpoint alone."""
-    plans = from_jsonable(Plans, ckpt["plans"], where="checkpoint plans")
-    cfg = plans.configuration(ckpt["configuration"])
-    net = build_network(cfg.network, len(plans.channel_names), plans.num_classes, ckpt["widths"], deep_supervision)
-    net.load_state_dict(ckpt["state_dict"])
-    return net, plans, ckpt["configuration"]
 
 
 def _rng_state() -> dict:
@@ -272,7 +241,7 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         path = self.output_dir / f"checkpoint_{name}.pth"
-        save_checkpoint_atomic(self.checkpoint(), path)
+        save_checkpoint(self.checkpoint(), path)
         return path
 
     def restore(self, path: Path) -> None:
@@ -299,7 +268,7 @@ class Trainer:
     def fit(self, resume: bool = False, progress: bool = True) -> dict:
         """Trains to ``config.epochs``, then validates the fold's cases; returns the validation summary."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.output_dir.glob(".checkpoint_*.tmp"):
+        for stale in self.output_dir.glob(".checkpoint_*"):
             stale.unlink()  # a write that a kill interrupted
         if resume and (self.output_dir / "checkpoint_latest.pth").is_file():
             self.restore(self.output_dir / "checkpoint_latest.pth")
@@ -351,8 +320,8 @@ class Trainer:
             self.best_ema = self.ema_dice
         self.save("latest")
         if improved:
-            shutil.copyfile(self.output_dir / "checkpoint_latest.pth", self.output_dir / ".checkpoint_best.tmp")
-            os.replace(self.output_dir / ".checkpoint_best.tmp", self.output_dir / "checkpoint_best.pth")
+            with atomic_path(self.output_dir / "checkpoint_best.pth") as tmp:
+                shutil.copyfile(self.output_dir / "checkpoint_latest.pth", tmp)
         self._write_metrics()
         logger.info("epoch %d: train loss %.4f, val loss %.4f, pseudo-Dice %s, EMA %.4f, lr %.5f, %.1f s",
                     epoch, metrics["train_loss"], metrics["val_loss"],
@@ -367,27 +336,22 @@ class Trainer:
             shutil.copyfile(src, self.output_dir / "dataset.json")
 
     def _write_metrics(self) -> None:
-        path = self.output_dir / "metrics.jsonl"
-        fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=self.output_dir)
-        with os.fdopen(fd, "w") as f:
-            for m in self.history:
-                f.write(json.dumps(to_jsonable(m)) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(self.output_dir / "metrics.jsonl",
+                          "".join(json.dumps(to_jsonable(m)) + "\n" for m in self.history))
         plot_progress(self.history, self.output_dir / "progress.png", self.progress_panels())
 
     def final_validation(self, progress: bool = True) -> dict:
-        """Predicts every validation case with a Gaussian sliding window (no TTA) on the preprocessed grid and
-        writes Dice per class to ``validation/summary.json``."""
+        """Predicts every validation case with the predictor's sliding window (no TTA) on the preprocessed grid
+        and writes Dice per class to ``validation/summary.json``."""
         self.network.eval()
         self.network.deep_supervision = False
+        predictor = Predictor([self.network], self.plans, self.configuration, mirror=False, device=self.device)
         per_case = []
         try:
             for case_id in tqdm(self.val_ids, desc="final validation", disable=not progress, unit="case"):
                 data, seg, _ = load_case(self.data_folder, case_id, mmap=False)
                 with torch.autocast(self.device.type, enabled=self.use_amp):
-                    logits = sliding_window(self.network, torch.from_numpy(data).to(self.device),
-                                            self.cfg.patch_size, step=0.5)
-                pred = logits.argmax(0).cpu().numpy()
+                    pred = predictor.predict_preprocessed(data).argmax(0)
                 ref = np.where(seg[0] < 0, 0, seg[0])
                 per_case.append({"case": case_id, "dice": {str(k): v for k, v in
                                                            dice_per_class(pred, ref, self.labels).items()}})

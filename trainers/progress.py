@@ -1,12 +1,12 @@
 """``progress.png``: losses and pseudo-Dice, learning rate, epoch time, plus trainer-specific panels."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import matplotlib
+
+from sauronnet.atomic import atomic_path
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -40,11 +40,8 @@ def plot_progress(history: Sequence[dict], path: Path, extra_panels: Sequence[Ca
         panel(axes[3 + i, 0], history)
     axes[-1, 0].set_xlabel("epoch")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".progress.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, ".png") as tmp:
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)

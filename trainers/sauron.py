@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 
+from sauronnet.atomic import write_text_atomic
 from sauronnet.networks.complexity import measure, unpruned_like
 from sauronnet.networks.unet import UNet
 from sauronnet.pruning.distances import delta_opt, delta_prune
@@ -158,12 +157,9 @@ class SauronTrainer(Trainer):
 
     def _write_metrics(self) -> None:
         super()._write_metrics()
-        path = self.output_dir / "pruning.jsonl"
-        fd, tmp = tempfile.mkstemp(prefix=".pruning.", suffix=".tmp", dir=self.output_dir)
-        with os.fdopen(fd, "w") as f:
-            for h in self.history:
-                f.write(json.dumps(to_jsonable({"epoch": h["epoch"], "layers": h.get("sauron", {})})) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(self.output_dir / "pruning.jsonl", "".join(
+            json.dumps(to_jsonable({"epoch": h["epoch"], "layers": h.get("sauron", {})})) + "\n"
+            for h in self.history))
 
     def progress_panels(self) -> list:
         return [_plot_widths]

@@ -17,10 +17,10 @@ import torch
 from sauronnet.inference.export import probabilities_to_labels, restore_probabilities
 from sauronnet.inference.sliding_window import sliding_window
 from sauronnet.io import Geometry
-from sauronnet.networks.unet import UNet, build_network
+from sauronnet.checkpoint import load_checkpoint, network_from_checkpoint
+from sauronnet.networks.unet import UNet
 from sauronnet.plans import Plans
 from sauronnet.preprocessing.preprocess import preprocess_case
-from sauronnet.serialization import from_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +37,8 @@ class Prediction:
 
 def load_fold_network(path: Path, device: torch.device) -> tuple[UNet, Plans, str]:
     """Rebuilds the network of a checkpoint (its widths, hence pruned ones too) without deep supervision."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found (train the fold, or pick --checkpoint)")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    plans = from_jsonable(Plans, ckpt["plans"], where=f"{path} plans")
-    cfg = plans.configuration(ckpt["configuration"])
-    net = build_network(cfg.network, len(plans.channel_names), plans.num_classes, ckpt["widths"],
-                        deep_supervision=False)
-    net.load_state_dict(ckpt["state_dict"])
-    return net.to(device).eval(), plans, ckpt["configuration"]
+    net, plans, configuration = network_from_checkpoint(load_checkpoint(path, device), deep_supervision=False)
+    return net.to(device).eval(), plans, configuration
 
 
 class Predictor:

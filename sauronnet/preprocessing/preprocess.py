@@ -9,14 +9,13 @@ spacing → foreground locations per class. Stored per case in ``PREPROCESSED/Da
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from sauronnet.atomic import atomic_path
 from sauronnet.dataset import Case, RawDataset
 from sauronnet.io import Geometry, read_images, read_seg
 from sauronnet.parallel import map_with_progress
@@ -139,14 +138,8 @@ def config_folder(preprocessed_dataset: Path, preset: str, config_name: str) -> 
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, ".npy") as tmp:
+        np.save(tmp, array)
 
 
 def _preprocess_and_save(job: tuple[Case, Plans, str, Path]) -> str:

@@ -9,7 +9,7 @@ import time
 import torch
 
 from sauronnet import cli
-from trainers.base import load_checkpoint
+from sauronnet.checkpoint import load_checkpoint
 
 
 def _env(paths, monkeypatch=None):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from sauronnet.plans import Plans
-from trainers.base import (Trainer, TrainerConfig, load_checkpoint, network_from_checkpoint, poly_lr,
-                           with_overrides)
+from sauronnet.checkpoint import load_checkpoint, network_from_checkpoint
+from trainers.base import Trainer, TrainerConfig, poly_lr, with_overrides
 
 TINY = TrainerConfig(epochs=3, iterations_per_epoch=2, val_iterations=1, num_workers=0, seed=3)
 

@@ -1,13 +1,13 @@
 import json
 
-import pytest
 import torch
 
 from sauronnet.inference.predictor import load_fold_network
 from sauronnet.networks.unet import default_widths
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
-from trainers.base import load_checkpoint, with_overrides
+from sauronnet.checkpoint import load_checkpoint
+from trainers.base import with_overrides
 from trainers.sauron import SauronConfig, SauronTrainer
 
 # a high first threshold prunes at the first epoch end; a short schedule keeps it moving

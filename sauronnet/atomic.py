@@ -1,0 +1,35 @@
+"""Atomic file writes: write to a temporary file beside the target, then ``os.replace``.
+
+A crash or a SIGKILL at any moment leaves either the old file or the new one, never half of one; the temporary
+file (``.NAME.XXXX.suffix``) is removed on errors, and a kill can at worst leave such a hidden file behind.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yields a temporary path to write; on success it replaces ``path``.
+
+    ``suffix`` matters to writers that pick a format from the name (SimpleITK, matplotlib, numpy).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,45 @@
+"""Checkpoint files: written atomically, loaded with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of plain containers and tensors: ``format``, ``trainer``, ``plans`` (JSON-like),
+``configuration``, ``fold``, ``widths`` (per prunable layer), ``state_dict``, ``optimizer``, ``grad_scaler``,
+``trainer_config``, ``epoch``, ``ema_dice``, ``best_ema``, ``history``, ``rng`` and trainer ``extras``. The
+widths and plans inside are enough to rebuild the (possibly pruned) network.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sauronnet.atomic import atomic_path
+from sauronnet.networks.unet import UNet, build_network
+from sauronnet.plans import Plans
+from sauronnet.serialization import from_jsonable
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(payload: dict, path: Path) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``: a kill leaves the old file."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Loads a checkpoint safely (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found (train the fold, or pick another --checkpoint)")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a SauronNet checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def network_from_checkpoint(ckpt: dict, deep_supervision: bool = False) -> tuple[UNet, Plans, str]:
+    """Rebuilds the network of a checkpoint from the checkpoint alone: (network, plans, configuration)."""
+    plans = from_jsonable(Plans, ckpt["plans"], where="checkpoint plans")
+    cfg = plans.configuration(ckpt["configuration"])
+    net = build_network(cfg.network, len(plans.channel_names), plans.num_classes, ckpt["widths"], deep_supervision)
+    net.load_state_dict(ckpt["state_dict"])
+    return net, plans, ckpt["configuration"]
