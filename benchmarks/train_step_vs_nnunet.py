@@ -52,8 +52,9 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 torch.set_num_threads(int(sys.argv[1]))
 pre = sys.argv[2] + "/Dataset002_Toy64"
-t = nnUNetTrainer(load_json(pre + "/nnUNetPlans.json"), "3d_fullres", 0, load_json(pre + "/dataset.json"),
-                  torch.device("cpu"))
+plans = load_json(pre + "/nnUNetPlans.json")
+plans["continue_training"] = False  # what nnunetv2.run.run_training adds before building the trainer
+t = nnUNetTrainer(plans, "3d_fullres", 0, load_json(pre + "/dataset.json"), torch.device("cpu"))
 t.initialize()
 cm = t.configuration_manager
 patch, bs = list(cm.patch_size), cm.batch_size
@@ -69,6 +70,18 @@ print(json.dumps({"patch": patch, "batch": bs, "widths": list(cm.network_arch_in
 for line in sys.stdin:
     t0 = time.perf_counter(); t.train_step({"data": data, "target": targets}); print(time.perf_counter() - t0, flush=True)
 '''
+
+
+def read_value(proc: subprocess.Popen):
+    """The next JSON value the worker prints (nnU-Net prints its own messages on stdout too)."""
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("benchmark worker exited early")
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
 
 
 def prepare() -> tuple[Path, Path]:
@@ -105,13 +118,13 @@ def main(argv=None) -> int:
                                         str(nn_pre)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        text=True),
         }
-        setup = {k: json.loads(p.stdout.readline()) for k, p in procs.items()}
+        setup = {k: read_value(p) for k, p in procs.items()}
         times = {k: [] for k in procs}
         for i in range(args.warmup + args.steps):
             for k, p in procs.items():
                 p.stdin.write("step\n")
                 p.stdin.flush()
-                dt = float(p.stdout.readline())
+                dt = float(read_value(p))
                 if i >= args.warmup:
                     times[k].append(dt)
         for p in procs.values():
