@@ -1,0 +1,71 @@
+"""The predictor on untrained networks: geometry of the outputs and fold ensembling."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from sauronnet.inference.predictor import Predictor
+from sauronnet.io import read_images, write_seg
+from sauronnet.networks.unet import build_network
+from tests.unit.preprocessing.test_preprocess import make_plans
+
+OBLIQUE = tuple(np.array([[0.0, -1.0, 0.0], [0.8660254, 0.0, -0.5], [0.5, 0.0, 0.8660254]]).ravel())
+
+
+def _predictor(seeds, mirror=False) -> Predictor:
+    plans = make_plans((1.0, 1.0, 1.0), transpose=(2, 0, 1))
+    cfg = plans.configuration("3d_fullres")
+    nets = []
+    for s in seeds:
+        torch.manual_seed(s)
+        nets.append(build_network(cfg.network, 1, plans.num_classes, deep_supervision=False).eval())
+    return Predictor(nets, plans, "3d_fullres", mirror=mirror)
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nrrd"])
+def test_output_lies_exactly_on_the_input(tmp_path, ending):
+    arr = np.random.RandomState(0).normal(100, 20, (9, 14, 11)).astype(np.float32)
+    arr[:, :2] = 0  # a zero border that preprocessing crops away
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.9, 1.3, 2.1))
+    img.SetOrigin((-40.25, 12.5, 301.0))
+    img.SetDirection(OBLIQUE)
+    src = tmp_path / f"case_0000{ending}"
+    sitk.WriteImage(img, str(src))
+    data, geo = read_images([src])
+    pred = _predictor([0]).predict(data, geo)
+    assert pred.labels.shape == arr.shape
+    out = tmp_path / f"case{ending}"
+    write_seg(pred.labels, geo, out)
+    back, ref = sitk.ReadImage(str(out)), sitk.ReadImage(str(src))
+    assert back.GetSize() == ref.GetSize()
+    # (NRRD folds spacing into "space directions": SimpleITK's own round trip may move the last bit)
+    assert np.allclose(back.GetSpacing(), ref.GetSpacing(), rtol=1e-12)
+    assert np.allclose(back.GetOrigin(), ref.GetOrigin(), rtol=1e-12)
+    assert np.allclose(back.GetDirection(), ref.GetDirection(), atol=1e-12)
+    assert (sitk.GetArrayFromImage(back)[:, :2] == 0).all()  # outside the crop box: background
+
+
+def test_two_fold_ensemble_is_the_mean_of_the_folds():
+    data = np.random.RandomState(1).randn(1, 10, 12, 9).astype(np.float32)
+    both = _predictor([0, 1]).predict_preprocessed(data)
+    a = _predictor([0]).predict_preprocessed(data)
+    b = _predictor([1]).predict_preprocessed(data)
+    np.testing.assert_allclose(both, (a + b) / 2, atol=1e-6)
+    np.testing.assert_allclose(both.sum(0), 1, atol=1e-5)
+
+
+def test_probabilities_on_the_input_grid():
+    data = np.random.RandomState(2).normal(100, 20, (1, 8, 10, 12)).astype(np.float32)
+    from sauronnet.io import Geometry
+    geo = Geometry((1.0, 1.0, 1.0), (0.0,) * 3, (1, 0, 0, 0, 1, 0, 0, 0, 1), (8, 10, 12))
+    pred = _predictor([0], mirror=True).predict(data, geo, return_probabilities=True)
+    assert pred.probabilities.shape == (3, 8, 10, 12)
+    np.testing.assert_array_equal(pred.probabilities.argmax(0), pred.labels)
+
+
+def test_wrong_channel_count():
+    from sauronnet.io import Geometry
+    geo = Geometry((1.0, 1.0, 1.0), (0.0,) * 3, (1, 0, 0, 0, 1, 0, 0, 0, 1), (4, 4, 4))
+    with pytest.raises(ValueError, match="expects 1 channel"):
+        _predictor([0]).predict(np.zeros((2, 4, 4, 4), np.float32), geo)

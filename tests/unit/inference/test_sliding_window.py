@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import torch
+
+from sauronnet.inference.sliding_window import gaussian_importance, sliding_window, tile_starts
+
+
+@pytest.mark.parametrize("image, tile, step, expected", [
+    # nnunetv2.inference.sliding_window_prediction.compute_steps_for_sliding_window, nnU-Net v2.8.1
+    ((64, 80, 64), (64, 80, 64), 0.5, [[0], [0], [0]]),
+    ((100, 200, 37), (64, 80, 32), 0.5, [[0, 18, 36], [0, 40, 80, 120], [0, 5]]),
+    ((130,), (64,), 0.5, [[0, 22, 44, 66]]),
+    ((65, 129), (64, 64), 0.5, [[0, 1], [0, 22, 43, 65]]),
+    ((300,), (64,), 0.25, [[0, 16, 31, 47, 63, 79, 94, 110, 126, 142, 157, 173, 189, 205, 220, 236]]),
+    ((97,), (64,), 1.0, [[0, 33]]),
+])
+def test_tile_starts_match_nnunet(image, tile, step, expected):
+    assert tile_starts(image, tile, step) == expected
+
+
+def test_gaussian_properties():
+    g = gaussian_importance((8, 12, 10))
+    assert g.dtype == np.float32 and g.shape == (8, 12, 10)
+    assert g.max() == pytest.approx(10.0) and g[4, 6, 5] == pytest.approx(10.0)
+    assert (g > 0).all()
+    assert g[0, 0, 0] < g[2, 3, 3] < g[4, 6, 5]  # decreasing away from the centre
+
+
+class PositionNet(torch.nn.Module):
+    """Outputs a fixed function of absolute position: needs the tile's offset, which it reads from channel 1."""
+
+    def forward(self, x):
+        pos = x[:, 1:2]  # the input carries a position code; the "prediction" is a smooth function of it
+        return torch.cat([torch.sin(pos), torch.cos(pos), pos * 0.1], dim=1)
+
+
+@pytest.mark.parametrize("mirror", [(), (0, 1, 2)])
+def test_stitching_has_no_seams(mirror):
+    shape = (20, 33, 27)
+    z, y, x = torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij")
+    code = 0.1 * z + 0.05 * y - 0.03 * x
+    volume = torch.stack([torch.zeros(shape), code])
+    out = sliding_window(PositionNet(), volume, (8, 16, 16), step=0.5, mirror_axes=mirror)
+    expected = PositionNet()(volume[None])[0]
+    assert out.shape == (3, *shape)
+    assert (out - expected).abs().max() < 1e-5
+
+
+def test_small_images_are_padded_and_cropped_back():
+    volume = torch.randn(1, 5, 7, 9)
+    out = sliding_window(lambda t: t.repeat(1, 2, 1, 1, 1), volume, (8, 8, 8), step=0.5)
+    assert out.shape == (2, 5, 7, 9)
+    assert torch.allclose(out[0], volume[0], atol=1e-6)
+
+
+def test_2d():
+    volume = torch.randn(1, 30, 41)
+    out = sliding_window(lambda t: t * 2, volume, (16, 16), step=0.5, mirror_axes=(0, 1), batch_size=3)
+    assert torch.allclose(out[0], volume[0] * 2, atol=1e-5)
+
+
+def test_invalid_step():
+    with pytest.raises(ValueError, match="step"):
+        tile_starts((10,), (4,), 0)
