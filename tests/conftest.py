@@ -79,7 +79,8 @@ def small_demo_paths(tmp_path_factory, small_demo_raw):
     plans.save(out / "cpu" / "plans.json")
     (out / "dataset.json").write_text((small_demo_raw / "dataset.json").read_text())
     ensure_splits(out, small_demo_raw, [c.case_id for c in ds.training])
-    preprocess_dataset(ds, plans, "3d_fullres", config_folder(out, "cpu", "3d_fullres"), progress=False)
+    for c in ("3d_fullres", "2d"):
+        preprocess_dataset(ds, plans, c, config_folder(out, "cpu", c), progress=False)
     return paths
 
 

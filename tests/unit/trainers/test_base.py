@@ -78,3 +78,11 @@ def test_outputs(results_paths):
     assert len(lines) == 2 and '"pseudo_dice"' in lines[0] and '"epoch_time"' in lines[0]
     assert set(summary["mean_dice"]) == {"1", "2"} and len(summary["cases"]) == len(t.val_ids)
     assert 0 <= summary["foreground_mean_dice"] <= 1 or np.isnan(summary["foreground_mean_dice"])
+
+
+def test_2d_configuration_trains_and_validates(results_paths):
+    plans = Plans.load(results_paths.preprocessed / "Dataset001_Demo" / "cpu" / "plans.json")
+    t = Trainer(plans, "2d", "0", results_paths, with_overrides(TINY, epochs=1), "cpu")
+    summary = t.fit(progress=False)
+    assert t.network.plan.dim == 2 and len(summary["cases"]) == len(t.val_ids)
+    assert (t.output_dir / "checkpoint_final.pth").is_file()
