@@ -82,7 +82,8 @@ def main(argv=None) -> int:
         parser.error("give RAW_DATASET_DIR(s), --toy64, --demo or --real-ct")
     lines = [f"plan+preprocess (3d_fullres), -np {args.np}, median of {args.repeats} interleaved runs, "
              f"1 BLAS/OpenMP thread per process, CPU: {cpu_model()}", "",
-             "| dataset | nnU-Net time | SauronNet time | time ratio | nnU-Net peak PSS | SauronNet peak PSS | memory ratio |",
+             "| dataset | nnU-Net time | SauronNet time | time ratio | nnU-Net peak PSS | SauronNet peak PSS "
+             "| memory ratio |",
              "|---|---|---|---|---|---|---|"]
     for d in datasets:
         lines += summarise(d.name, measure(d.resolve(), args.np, args.repeats))

@@ -43,7 +43,9 @@ print(json.dumps({"patch": list(cfg.patch_size), "batch": cfg.batch_size,
                   "widths": list(cfg.network.features_per_stage)}), flush=True)
 import time
 for line in sys.stdin:
-    t0 = time.perf_counter(); t.train_step(batch); print(time.perf_counter() - t0, flush=True)
+    t0 = time.perf_counter()
+    t.train_step(batch)
+    print(time.perf_counter() - t0, flush=True)
 '''
 
 THEIRS = r'''
@@ -68,7 +70,9 @@ t.network.train()
 print(json.dumps({"patch": patch, "batch": bs, "widths": list(cm.network_arch_init_kwargs["features_per_stage"])}),
       flush=True)
 for line in sys.stdin:
-    t0 = time.perf_counter(); t.train_step({"data": data, "target": targets}); print(time.perf_counter() - t0, flush=True)
+    t0 = time.perf_counter()
+    t.train_step({"data": data, "target": targets})
+    print(time.perf_counter() - t0, flush=True)
 '''
 
 

@@ -461,7 +461,8 @@ def info_main(argv: Sequence[str] | None = None) -> int:
 
     model_dir = Path(args.model_dir)
     folds = [model_dir] if model_dir.name.startswith("fold_") else sorted(model_dir.glob("fold_*"))
-    ckpts = [f / f"checkpoint_{args.checkpoint}.pth" for f in folds if (f / f"checkpoint_{args.checkpoint}.pth").is_file()]
+    name = f"checkpoint_{args.checkpoint}.pth"
+    ckpts = [f / name for f in folds if (f / name).is_file()]
     if not ckpts:
         return _report([f"{model_dir}: no fold_*/checkpoint_{args.checkpoint}.pth"])
     for path in ckpts:

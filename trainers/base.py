@@ -308,7 +308,8 @@ class Trainer:
         dice = {str(k): dice_from_counts(*counts[k]) for k in self.labels}
         mean_dice = nanmean(dice.values())
         if math.isfinite(mean_dice):
-            self.ema_dice = mean_dice if self.ema_dice is None else (1 - EMA_ALPHA) * self.ema_dice + EMA_ALPHA * mean_dice
+            previous = mean_dice if self.ema_dice is None else self.ema_dice
+            self.ema_dice = (1 - EMA_ALPHA) * previous + EMA_ALPHA * mean_dice
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": float(np.mean(val_losses)),
                    "pseudo_dice": dice, "ema_pseudo_dice": self.ema_dice, "lr": lr}
         self.on_epoch_end(epoch, metrics)

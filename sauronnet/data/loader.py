@@ -5,7 +5,8 @@ contain foreground (a random class with foreground, a random voxel of it, as pat
 uniform over the padded image. 2D configurations sample a random slice of the 3D case.
 
 :class:`BatchStream` makes batch ``i`` of epoch ``e`` a pure function of ``(seed, e, i)``: the worker seeds
-numpy's and python's global generators (which batchgenerators uses) from those three numbers before sampling and augmenting.
+numpy's and python's global generators (which batchgenerators uses) from those three numbers before sampling
+and augmenting.
 Batches are therefore identical whatever the number of workers, and a resumed run regenerates exactly the
 batches an uninterrupted run would have seen.
 """

@@ -63,7 +63,8 @@ class Predictor:
         if checkpoint not in CHECKPOINTS:
             raise ValueError(f"--checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
         if folds is None:
-            folds = sorted(p.name[5:] for p in model_dir.glob("fold_*") if (p / f"checkpoint_{checkpoint}.pth").is_file())
+            name = f"checkpoint_{checkpoint}.pth"
+            folds = sorted(p.name[5:] for p in model_dir.glob("fold_*") if (p / name).is_file())
             if not folds:
                 raise FileNotFoundError(f"{model_dir}: no fold_*/checkpoint_{checkpoint}.pth; train a fold first or "
                                         "pick another --checkpoint")
