@@ -33,13 +33,13 @@ logger = logging.getLogger(__name__)
 class SauronConfig(TrainerConfig):
     """:class:`TrainerConfig` plus the paper's constants (see :class:`SauronSettings`)."""
 
-    lam: float = 0.5
-    tau0: float = 0.001
-    tau_max: float = 0.3
-    kappa: int = 15
-    rho: int = 5
-    mu: float = 0.02
-    pool: int = 2
+    lam: float = SauronSettings.lam
+    tau0: float = SauronSettings.tau0
+    tau_max: float = SauronSettings.tau_max
+    kappa: int = SauronSettings.kappa
+    rho: int = SauronSettings.rho
+    mu: float = SauronSettings.mu
+    pool: int = SauronSettings.pool
     #: δ_prune is averaged over this many last training batches of each epoch
     prune_batches: int = 1
 
