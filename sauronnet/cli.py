@@ -345,6 +345,9 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch")
     parser.add_argument("--disable-tta", action="store_true", help="no mirroring (8x faster in 3D)")
     parser.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz (probabilities)")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help="skip keep-largest-component (applied by default to the labels whose validation it "
+                             "improved in every fold: fold_F/postprocessing.json)")
     parser.add_argument("--continue", dest="resume", action="store_true", help="skip cases already written")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores on CPU)")
@@ -363,7 +366,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         _set_threads(device, args.threads)
         model_dir = _model_dir(paths_from_env(), args)
         predictor = Predictor.from_model_dir(model_dir, args.folds, args.checkpoint, args.step,
-                                             not args.disable_tta, device)
+                                             not args.disable_tta, device, not args.no_postprocessing)
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
     cases, problems = find_cases(args.input, len(predictor.plans.channel_names))

@@ -34,6 +34,7 @@ from sauronnet.data.augmentation import (augmentation_plan, enlarged_patch_size,
 from sauronnet.data.loader import BatchStream, PatchSampler
 from sauronnet.data.splits import SPLITS_FILE, load_splits
 from sauronnet.evaluation import confusion, dice_from_counts, dice_per_class, nanmean
+from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, decide_postprocessing
 from sauronnet.inference.predictor import Predictor
 from sauronnet.losses import DeepSupervisionLoss
 from sauronnet.networks.unet import UNet, build_network
@@ -347,20 +348,26 @@ class Trainer:
         self.network.eval()
         self.network.deep_supervision = False
         predictor = Predictor([self.network], self.plans, self.configuration, mirror=False, device=self.device)
-        per_case = []
+        per_case, preds, refs = [], [], []
         try:
             for case_id in tqdm(self.val_ids, desc="final validation", disable=not progress, unit="case"):
                 data, seg, _ = load_case(self.data_folder, case_id, mmap=False)
                 with torch.autocast(self.device.type, enabled=self.use_amp):
                     pred = predictor.predict_preprocessed(data).argmax(0)
                 ref = np.where(seg[0] < 0, 0, seg[0])
+                preds.append(pred)
+                refs.append(ref)
                 per_case.append({"case": case_id, "dice": {str(k): v for k, v in
                                                            dice_per_class(pred, ref, self.labels).items()}})
         finally:
             self.network.deep_supervision = True
         mean = {str(k): nanmean(c["dice"][str(k)] for c in per_case) for k in self.labels}
+        keep_largest = decide_postprocessing(preds, refs, self.labels)
+        write_json_atomic(self.output_dir / POSTPROCESSING_FILE, {"keep_largest_component": keep_largest})
         summary = {"mean_dice": mean, "foreground_mean_dice": nanmean(mean.values()), "cases": per_case,
-                   "note": "Dice on the preprocessed grid of each validation case (sliding window, no TTA)"}
+                   "postprocessing": {"keep_largest_component": keep_largest},
+                   "note": "Dice on the preprocessed grid of each validation case (sliding window, no TTA), "
+                           "before postprocessing"}
         write_json_atomic(self.output_dir / "validation" / "summary.json", summary)
         return summary
 

@@ -15,12 +15,14 @@ import numpy as np
 import torch
 
 from sauronnet.inference.export import probabilities_to_labels, restore_probabilities
+from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, keep_largest_component
 from sauronnet.inference.sliding_window import sliding_window
 from sauronnet.io import Geometry
 from sauronnet.checkpoint import load_checkpoint, network_from_checkpoint
 from sauronnet.networks.unet import UNet
 from sauronnet.plans import Plans
 from sauronnet.preprocessing.preprocess import preprocess_case
+from sauronnet.serialization import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ class Predictor:
     """Holds the networks and the inference settings; see :func:`sliding_window` for the tiling."""
 
     def __init__(self, networks: Sequence[UNet], plans: Plans, configuration: str, step: float = 0.5,
-                 mirror: bool = True, device: str | torch.device = "cpu"):
+                 mirror: bool = True, device: str | torch.device = "cpu",
+                 keep_largest_component: Sequence[int] = ()):
         if not networks:
             raise ValueError("a predictor needs at least one network")
         if not 0 < step <= 1:
@@ -54,11 +57,17 @@ class Predictor:
         self.config = plans.configuration(configuration)
         self.step, self.device = step, torch.device(device)
         self.mirror_axes = tuple(range(self.config.network.dim)) if mirror else ()
+        self.keep_largest_component = tuple(keep_largest_component)
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, folds: Sequence[str] | None = None, checkpoint: str = "final",
-                       step: float = 0.5, mirror: bool = True, device: str = "cpu") -> Predictor:
-        """Loads ``model_dir/fold_F/checkpoint_{checkpoint}.pth`` for each fold (default: every fold found)."""
+                       step: float = 0.5, mirror: bool = True, device: str = "cpu",
+                       postprocess: bool = True) -> Predictor:
+        """Loads ``model_dir/fold_F/checkpoint_{checkpoint}.pth`` for each fold (default: every fold found).
+
+        With ``postprocess``, keep-largest-component applies to the labels every fold's validation chose
+        (``fold_F/postprocessing.json``).
+        """
         model_dir = Path(model_dir)
         if checkpoint not in CHECKPOINTS:
             raise ValueError(f"--checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
@@ -75,7 +84,12 @@ class Predictor:
             if p != plans or c != configuration:
                 raise ValueError(f"{model_dir}/fold_{f} was trained with other plans or configuration than "
                                  f"fold_{folds[0]}; ensemble only folds of one model")
-        return cls([n for n, _, _ in loaded], plans, configuration, step, mirror, device)
+        keep: set[int] | None = None
+        for f in folds:
+            path = model_dir / f"fold_{f}" / POSTPROCESSING_FILE
+            labels = set(read_json(path)["keep_largest_component"]) if postprocess and path.is_file() else set()
+            keep = labels if keep is None else keep & labels
+        return cls([n for n, _, _ in loaded], plans, configuration, step, mirror, device, sorted(keep or ()))
 
     @torch.inference_mode()
     def predict_preprocessed(self, data: np.ndarray) -> np.ndarray:
@@ -106,5 +120,7 @@ class Predictor:
         pre, _, props = preprocess_case(data, None, geometry, "", self.plans, self.config)
         probs = self.predict_preprocessed(pre)
         labels = probabilities_to_labels(probs, props, self.plans, self.config)
+        if self.keep_largest_component:
+            labels = keep_largest_component(labels, self.keep_largest_component)
         full = restore_probabilities(probs, props, self.plans, self.config) if return_probabilities else None
         return Prediction(labels, full)

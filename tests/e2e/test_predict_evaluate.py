@@ -32,6 +32,8 @@ def _env(paths, monkeypatch):
 
 def test_predict_and_evaluate_with_the_pruned_model(trained, tmp_path, monkeypatch, capsys):
     paths, trainer = trained
+    chosen = json.loads((trainer.output_dir / "postprocessing.json").read_text())["keep_largest_component"]
+    assert set(chosen) <= {1, 2}
     _env(paths, monkeypatch)
     images = paths.raw / "Dataset001_Demo" / "imagesTs"
     out = tmp_path / "pred"

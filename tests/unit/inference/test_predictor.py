@@ -69,3 +69,16 @@ def test_wrong_channel_count():
     geo = Geometry((1.0, 1.0, 1.0), (0.0,) * 3, (1, 0, 0, 0, 1, 0, 0, 0, 1), (4, 4, 4))
     with pytest.raises(ValueError, match="expects 1 channel"):
         _predictor([0]).predict(np.zeros((2, 4, 4, 4), np.float32), geo)
+
+
+def test_postprocessing_keeps_one_component_per_chosen_label():
+    from scipy import ndimage
+
+    from sauronnet.io import Geometry
+    data = np.random.RandomState(3).normal(100, 20, (1, 10, 14, 12)).astype(np.float32)
+    geo = Geometry((1.0, 1.0, 1.0), (0.0,) * 3, (1, 0, 0, 0, 1, 0, 0, 0, 1), (10, 14, 12))
+    p = _predictor([0])
+    p.keep_largest_component = (1, 2)
+    labels = p.predict(data, geo).labels
+    for c in (1, 2):
+        assert ndimage.label(labels == c, np.ones((3, 3, 3)))[1] <= 1
