@@ -351,15 +351,17 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--continue", dest="resume", action="store_true", help="skip cases already written")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores on CPU)")
+    parser.add_argument("-np", "--num-processes", type=int, default=1,
+                        help="worker processes reading/preprocessing upcoming cases and resampling/writing "
+                             "finished ones while the network predicts (1: everything in this process)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    from tqdm import tqdm
-
+    if args.num_processes < 1:
+        parser.error("-np must be at least 1")
     from sauronnet.inference.inputs import find_cases
-    from sauronnet.inference.predictor import Predictor
-    from sauronnet.io import read_images, write_seg
+    from sauronnet.inference.predictor import Predictor, predict_cases
 
     try:
         device = _resolve_device(args.device)
@@ -370,38 +372,15 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
     cases, problems = find_cases(args.input, len(predictor.plans.channel_names))
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    done, times = 0, []
-    for case in tqdm(cases, desc="Predict", disable=args.no_progress, unit="case"):
-        target = out_dir / f"{case.case_id}{case.ending}"
-        if args.resume and target.is_file():
-            continue
-        t0 = time.perf_counter()
-        try:
-            data, geometry = read_images(case.files)
-            pred = predictor.predict(data, geometry, return_probabilities=args.save_probabilities)
-        except (ValueError, FileNotFoundError) as e:
-            problems.append(f"{case.files[0]}: {e}")
-            continue
-        write_seg(pred.labels, geometry, target)
-        if pred.probabilities is not None:
-            _save_npz_atomic(out_dir / f"{case.case_id}.npz", probabilities=pred.probabilities)
-        times.append(time.perf_counter() - t0)
-        done += 1
-    for p in problems:
+    t0 = time.perf_counter()
+    done, failed = predict_cases(predictor, cases, Path(args.output), args.num_processes, args.resume,
+                                 args.save_probabilities, not args.no_progress)
+    for p in problems + failed:
         print(f"error: {p}", file=sys.stderr)
-    mean = f", {sum(times) / len(times):.2f} s per case" if times else ""
-    print(f"predicted {done} case(s) into {out_dir} with {len(predictor.networks)} fold(s) of {model_dir.name}{mean}")
-    return 1 if problems else 0
-
-
-def _save_npz_atomic(path: Path, **arrays) -> None:
-    import numpy as np
-
-    from sauronnet.atomic import atomic_path
-    with atomic_path(path, ".npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+    mean = f", {(time.perf_counter() - t0) / done:.2f} s per case" if done else ""
+    print(f"predicted {done} case(s) into {args.output} with {len(predictor.networks)} fold(s) of "
+          f"{model_dir.name}{mean}")
+    return 1 if problems or failed else 0
 
 
 # ---- sauron_evaluate ---------------------------------------------------------------------------------------------

@@ -7,21 +7,26 @@ input's grid (and, if asked, the class probabilities). Folds are ensembled by av
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sauronnet.inference.export import probabilities_to_labels, restore_probabilities
 from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, keep_largest_component
 from sauronnet.inference.sliding_window import sliding_window
-from sauronnet.io import Geometry
+from sauronnet.inference.inputs import InputCase
+from sauronnet.io import Geometry, read_images, write_seg
+from sauronnet.atomic import atomic_path
 from sauronnet.checkpoint import load_checkpoint, network_from_checkpoint
 from sauronnet.networks.unet import UNet
-from sauronnet.plans import Plans
-from sauronnet.preprocessing.preprocess import preprocess_case
+from sauronnet.plans import ConfigurationPlan, Plans
+from sauronnet.preprocessing.preprocess import CaseProperties, preprocess_case
 from sauronnet.serialization import read_json
 
 logger = logging.getLogger(__name__)
@@ -114,13 +119,97 @@ class Predictor:
             data: float32 (C, Z, Y, X) as read (see :func:`sauronnet.io.read_images`).
             geometry: the input's header.
         """
-        if data.shape[0] != len(self.plans.channel_names):
-            raise ValueError(f"the model expects {len(self.plans.channel_names)} channel(s) "
-                             f"{list(self.plans.channel_names)}, got {data.shape[0]}")
-        pre, _, props = preprocess_case(data, None, geometry, "", self.plans, self.config)
-        probs = self.predict_preprocessed(pre)
-        labels = probabilities_to_labels(probs, props, self.plans, self.config)
-        if self.keep_largest_component:
-            labels = keep_largest_component(labels, self.keep_largest_component)
-        full = restore_probabilities(probs, props, self.plans, self.config) if return_probabilities else None
-        return Prediction(labels, full)
+        pre, props = prepare_case(data, geometry, self.plans, self.config)
+        return finish_case(self.predict_preprocessed(pre), props, self.plans, self.config,
+                           self.keep_largest_component, return_probabilities)
+
+
+def prepare_case(data: np.ndarray, geometry: Geometry, plans: Plans, config: ConfigurationPlan
+                 ) -> tuple[np.ndarray, CaseProperties]:
+    """Checks the channel count and preprocesses raw channels (C, Z, Y, X) for the network."""
+    if data.shape[0] != len(plans.channel_names):
+        raise ValueError(f"the model expects {len(plans.channel_names)} channel(s) {list(plans.channel_names)}, "
+                         f"got {data.shape[0]}")
+    pre, _, props = preprocess_case(data, None, geometry, "", plans, config)
+    return pre, props
+
+
+def finish_case(probs: np.ndarray, props: CaseProperties, plans: Plans, config: ConfigurationPlan,
+                keep_largest: Sequence[int] = (), return_probabilities: bool = False) -> Prediction:
+    """Probabilities on the preprocessed grid → label map (and probabilities) on the input grid, postprocessed."""
+    labels = probabilities_to_labels(probs, props, plans, config)
+    if keep_largest:
+        labels = keep_largest_component(labels, keep_largest)
+    full = restore_probabilities(probs, props, plans, config) if return_probabilities else None
+    return Prediction(labels, full)
+
+
+def output_path(out_dir: Path, case: InputCase) -> Path:
+    return out_dir / f"{case.case_id}{case.ending}"
+
+
+def _load(job: tuple) -> tuple[np.ndarray, CaseProperties, Geometry]:
+    files, plans, config = job
+    data, geometry = read_images(files)
+    pre, props = prepare_case(data, geometry, plans, config)
+    return pre, props, geometry
+
+
+def _save(job: tuple) -> None:
+    probs, props, plans, config, keep, geometry, target, probabilities_path = job
+    pred = finish_case(probs, props, plans, config, keep, probabilities_path is not None)
+    write_seg(pred.labels, geometry, target)
+    if probabilities_path is not None:
+        with atomic_path(probabilities_path, ".npz") as tmp:
+            np.savez_compressed(tmp, probabilities=pred.probabilities)
+
+
+def predict_cases(predictor: Predictor, cases: Sequence[InputCase], out_dir: Path, num_processes: int = 1,
+                  resume: bool = False, save_probabilities: bool = False, progress: bool = True
+                  ) -> tuple[int, list[str]]:
+    """Predicts every case into ``out_dir``; returns how many were written and one line per failed case.
+
+    With ``num_processes`` > 1, reading + preprocessing of the next cases and resampling + writing of finished
+    ones run in that many spawned worker processes while the network predicts in this one.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in cases if not (resume and output_path(out_dir, c).is_file())]
+    plans, config, keep = predictor.plans, predictor.config, predictor.keep_largest_component
+    problems: list[str] = []
+    done = 0
+
+    def save_job(probs, props, geometry, case):
+        npz = out_dir / f"{case.case_id}.npz" if save_probabilities else None
+        return probs, props, plans, config, keep, geometry, output_path(out_dir, case), npz
+
+    bar = tqdm(todo, desc="Predict", disable=not progress, unit="case")
+    if num_processes <= 1:
+        for case in bar:
+            try:
+                pre, props, geometry = _load((case.files, plans, config))
+                _save(save_job(predictor.predict_preprocessed(pre), props, geometry, case))
+                done += 1
+            except (ValueError, FileNotFoundError) as e:
+                problems.append(f"{case.files[0]}: {e}")
+        return done, problems
+    with ProcessPoolExecutor(num_processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        loads = {}
+        saves = []
+        for i, case in enumerate(bar):
+            for ahead in todo[i:i + num_processes]:
+                if ahead.case_id not in loads:
+                    loads[ahead.case_id] = pool.submit(_load, (ahead.files, plans, config))
+            try:
+                pre, props, geometry = loads.pop(case.case_id).result()
+            except (ValueError, FileNotFoundError) as e:
+                problems.append(f"{case.files[0]}: {e}")
+                continue
+            saves.append((case, pool.submit(_save, save_job(predictor.predict_preprocessed(pre), props, geometry,
+                                                            case))))
+        for case, future in saves:
+            try:
+                future.result()
+                done += 1
+            except (ValueError, FileNotFoundError) as e:
+                problems.append(f"{case.files[0]}: {e}")
+    return done, problems

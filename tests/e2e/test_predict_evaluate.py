@@ -87,3 +87,18 @@ def test_info_reports_the_pruned_widths(trained, capsys):
     out = capsys.readouterr().out
     widths = trainer.network.widths()
     assert f"{widths['enc0.0']}/8" in out and "total: parameters" in out and "GFLOP" in out
+
+
+def test_worker_processes_give_the_same_outputs(trained, tmp_path, monkeypatch):
+    paths, trainer = trained
+    _env(paths, monkeypatch)
+    images = paths.raw / "Dataset001_Demo" / "imagesTs"
+    outs = {}
+    for n in (1, 2):
+        outs[n] = tmp_path / f"np{n}"
+        assert cli.predict_main(["-i", str(images), "-o", str(outs[n]), "-m", str(trainer.output_dir.parent),
+                                 "--disable-tta", "--no-progress", "-np", str(n)]) == 0
+    for p in sorted(outs[1].glob("*.nii.gz")):
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(outs[2] / p.name)))
+        np.testing.assert_array_equal(a, b)
