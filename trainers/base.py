@@ -35,13 +35,14 @@ from sauronnet.data.loader import BatchStream, PatchSampler
 from sauronnet.data.splits import SPLITS_FILE, load_splits
 from sauronnet.evaluation import confusion, dice_from_counts, dice_per_class, nanmean
 from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, decide_postprocessing
-from sauronnet.inference.predictor import Predictor
+from sauronnet.inference.predictor import Predictor, finish_case
+from sauronnet.io import read_seg, write_seg
 from sauronnet.losses import DeepSupervisionLoss
 from sauronnet.networks.unet import UNet, build_network
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
 from sauronnet.preprocessing.preprocess import config_folder, load_case
-from sauronnet.serialization import to_jsonable, write_json_atomic
+from sauronnet.serialization import read_json, to_jsonable, write_json_atomic
 from trainers.progress import plot_progress
 
 logger = logging.getLogger(__name__)
@@ -343,22 +344,36 @@ class Trainer:
         plot_progress(self.history, self.output_dir / "progress.png", self.progress_panels())
 
     def final_validation(self, progress: bool = True) -> dict:
-        """Predicts every validation case with the predictor's sliding window (no TTA) on the preprocessed grid
-        and writes Dice per class to ``validation/summary.json``."""
+        """Predicts every validation case like ``sauron_predict`` does (sliding window, no TTA), exports it onto
+        the case's original grid (``validation/CASE.nii.gz``), scores it against the raw label map, decides
+        keep-largest-component postprocessing and writes ``validation/summary.json``.
+
+        Without the raw label map (raw dataset moved), the case is scored on the preprocessed grid instead.
+        """
         self.network.eval()
         self.network.deep_supervision = False
         predictor = Predictor([self.network], self.plans, self.configuration, mirror=False, device=self.device)
+        labels_dir = self.paths.raw / self.plans.dataset_name / "labelsTr"
+        ending = _file_ending(self.paths.preprocessed / self.plans.dataset_name / "dataset.json")
+        out_dir = self.output_dir / "validation"
         per_case, preds, refs = [], [], []
         try:
             for case_id in tqdm(self.val_ids, desc="final validation", disable=not progress, unit="case"):
-                data, seg, _ = load_case(self.data_folder, case_id, mmap=False)
+                data, seg, props = load_case(self.data_folder, case_id, mmap=False)
                 with torch.autocast(self.device.type, enabled=self.use_amp):
-                    pred = predictor.predict_preprocessed(data).argmax(0)
-                ref = np.where(seg[0] < 0, 0, seg[0])
+                    probs = predictor.predict_preprocessed(data)
+                raw_label = labels_dir / f"{case_id}{ending}"
+                if raw_label.is_file():
+                    pred = finish_case(probs, props, self.plans, self.cfg).labels
+                    ref, _ = read_seg(raw_label)
+                    write_seg(pred, props.geometry, out_dir / f"{case_id}{ending}")
+                    grid = "original"
+                else:
+                    pred, ref, grid = probs.argmax(0), np.where(seg[0] < 0, 0, seg[0]), "preprocessed"
                 preds.append(pred)
                 refs.append(ref)
-                per_case.append({"case": case_id, "dice": {str(k): v for k, v in
-                                                           dice_per_class(pred, ref, self.labels).items()}})
+                per_case.append({"case": case_id, "grid": grid, "dice": {
+                    str(k): v for k, v in dice_per_class(pred, ref, self.labels).items()}})
         finally:
             self.network.deep_supervision = True
         mean = {str(k): nanmean(c["dice"][str(k)] for c in per_case) for k in self.labels}
@@ -366,10 +381,14 @@ class Trainer:
         write_json_atomic(self.output_dir / POSTPROCESSING_FILE, {"keep_largest_component": keep_largest})
         summary = {"mean_dice": mean, "foreground_mean_dice": nanmean(mean.values()), "cases": per_case,
                    "postprocessing": {"keep_largest_component": keep_largest},
-                   "note": "Dice on the preprocessed grid of each validation case (sliding window, no TTA), "
-                           "before postprocessing"}
-        write_json_atomic(self.output_dir / "validation" / "summary.json", summary)
+                   "note": "sliding window without TTA, before postprocessing; Dice on each case's original grid "
+                           "against labelsTr (or on the preprocessed grid when labelsTr is not available)"}
+        write_json_atomic(out_dir / "summary.json", summary)
         return summary
+
+
+def _file_ending(dataset_json: Path) -> str:
+    return read_json(dataset_json)["file_ending"] if dataset_json.is_file() else ".nii.gz"
 
 
 def with_overrides(config: TrainerConfig, **overrides) -> TrainerConfig:

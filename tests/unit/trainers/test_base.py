@@ -77,6 +77,13 @@ def test_outputs(results_paths):
     lines = (t.output_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and '"pseudo_dice"' in lines[0] and '"epoch_time"' in lines[0]
     assert set(summary["mean_dice"]) == {"1", "2"} and len(summary["cases"]) == len(t.val_ids)
+    # validation predictions are exported onto each case's original grid and scored against labelsTr
+    assert {c["grid"] for c in summary["cases"]} == {"original"}
+    import SimpleITK as sitk
+    for case_id in t.val_ids:
+        pred = sitk.ReadImage(str(t.output_dir / "validation" / f"{case_id}.nii.gz"))
+        raw = sitk.ReadImage(str(results_paths.raw / "Dataset001_Demo" / "labelsTr" / f"{case_id}.nii.gz"))
+        assert pred.GetSize() == raw.GetSize() and np.allclose(pred.GetOrigin(), raw.GetOrigin())
     assert 0 <= summary["foreground_mean_dice"] <= 1 or np.isnan(summary["foreground_mean_dice"])
 
 
