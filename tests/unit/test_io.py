@@ -58,3 +58,32 @@ def test_unreadable_file_names_the_file(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.nii.gz"):
         read_image(tmp_path / "nothere.nii.gz")
+
+
+def write_dicom_series(arr, folder, spacing=(0.8, 0.8, 2.0), origin=(10.0, 20.0, 30.0)):
+    """One CT slice file per z with the tags GDCM needs to order them."""
+    folder.mkdir(parents=True)
+    uid = "1.2.826.0.1.3680043.2.1125.4242"
+    for k in range(arr.shape[0]):
+        sl = sitk.GetImageFromArray(arr[k])
+        sl.SetSpacing(spacing[:2])
+        position = "\\".join(str(v) for v in (origin[0], origin[1], origin[2] + k * spacing[2]))
+        for tag, value in (("0008|0060", "CT"), ("0020|000d", uid + ".1"), ("0020|000e", uid + ".2"),
+                           ("0020|0013", str(k + 1)), ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0020|0032", position),
+                           ("0018|0050", str(spacing[2])), ("0028|0030", f"{spacing[1]}\\{spacing[0]}")):
+            sl.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(sl)
+
+
+def test_dicom_series_folder_is_one_case(tmp_path):
+    from sauronnet.inference.inputs import find_cases
+    arr = (np.random.RandomState(0).rand(5, 16, 16) * 100).astype(np.int16)
+    write_dicom_series(arr, tmp_path / "patient7")
+    data, geo = read_image(tmp_path / "patient7")
+    np.testing.assert_array_equal(data, arr)
+    assert geo.spacing == pytest.approx((0.8, 0.8, 2.0)) and geo.origin == pytest.approx((10.0, 20.0, 30.0))
+    cases, problems = find_cases([tmp_path / "patient7"], 1)
+    assert problems == [] and cases[0].case_id == "patient7" and cases[0].ending == ".nii.gz"
