@@ -75,6 +75,6 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_continue_finishes(results_path
     assert cli.train_main(argv + ["--continue"]) == 0
     final = load_checkpoint(fold / "checkpoint_final.pth")
     assert final["epoch"] == 6 and len(final["history"]) == 6
-    assert [h["epoch"] for h in final["history"]] == list(range(6))
+    assert list(h["epoch"] for h in final["history"]) == list(range(6))
     assert not list(fold.glob(".*.tmp"))
     assert isinstance(final["state_dict"]["encoder.0.0.conv.weight"], torch.Tensor)

@@ -11,7 +11,7 @@ def test_valid_dataset_pairs_cases(tmp_path):
     folder = make_raw_dataset(tmp_path, channels=("CT", "T2"))
     ds = load_raw_dataset(folder)
     assert ds.channel_names == ("CT", "T2")
-    assert [c.case_id for c in ds.training] == [f"c{i:02d}" for i in range(5)]
+    assert list(c.case_id for c in ds.training) == [f"c{i:02d}" for i in range(5)]
     assert ds.training[0].images[1].name == "c00_0001.nii.gz"
     assert ds.training[0].label.name == "c00.nii.gz"
     assert ds.foreground_labels == (1,)
@@ -121,6 +121,6 @@ def test_test_images_are_checked(tmp_path):
     folder = make_raw_dataset(tmp_path, file_ending=".mha")
     write_image(folder / "imagesTs" / "t00_0000.mha", np.full((4, 4, 4), np.nan, np.float32))
     ds = load_raw_dataset(folder)
-    assert [c.case_id for c in ds.test] == ["t00"]
+    assert list(c.case_id for c in ds.test) == ["t00"]
     (p,) = verify_dataset(ds, progress=False)
     assert "t00_0000.mha: 64 NaN/inf" in p

@@ -45,4 +45,4 @@ def test_existing_folder_needs_overwrite(tmp_path):
     except FileExistsError as e:
         assert "--overwrite" in str(e)
     write_demo_dataset(tmp_path, spec, overwrite=True)
-    assert [p.name for p in tmp_path.iterdir()] == [spec.folder_name]  # no temporary folder left
+    assert list(p.name for p in tmp_path.iterdir()) == [spec.folder_name]  # no temporary folder left

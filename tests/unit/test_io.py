@@ -26,7 +26,7 @@ def test_geometry_round_trip(tmp_path, ending):
     np.testing.assert_allclose(back.GetOrigin(), ref.GetOrigin(), rtol=1e-12, atol=0)
     np.testing.assert_allclose(back.GetDirection(), ref.GetDirection(), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), seg)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert list(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_2d_image_gets_a_singleton_slice(tmp_path):

@@ -101,7 +101,7 @@ def test_anisotropy_rule_uses_tenth_percentile():
 
 def test_transpose_backward_inverts_forward():
     plans = plan_from_table("transposed")
-    assert [plans.transpose_forward[i] for i in plans.transpose_backward] == [0, 1, 2]
+    assert list(plans.transpose_forward[i] for i in plans.transpose_backward) == [0, 1, 2]
 
 
 def _toy_plans(tmp_path_factory, spec):

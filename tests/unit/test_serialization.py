@@ -61,7 +61,7 @@ def test_fingerprint_file_round_trip(tmp_path):
     fp = Fingerprint(("a", "b"), ((2.5, 1.0, 1.0), (3.0, 1.0, 1.0)), ((10, 20, 20), (11, 20, 21)), (STATS,), 0.8)
     write_json_atomic(tmp_path / "fp.json", fp)
     assert load_dataclass(Fingerprint, tmp_path / "fp.json") == fp
-    assert [p.name for p in tmp_path.iterdir()] == ["fp.json"]  # no temporary file left behind
+    assert list(p.name for p in tmp_path.iterdir()) == ["fp.json"]  # no temporary file left behind
 
 
 def test_invalid_json_names_the_file(tmp_path):

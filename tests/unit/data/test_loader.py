@@ -27,7 +27,7 @@ def test_crop_patch_pads_data_with_zero_and_seg_with_minus_one():
 def test_which_samples_are_forced_to_foreground(batch_size, forced):
     s = PatchSampler.__new__(PatchSampler)
     s.batch_size, s.oversample_foreground = batch_size, 0.33
-    assert [s.force_foreground(i) for i in range(batch_size)] == forced
+    assert list(s.force_foreground(i) for i in range(batch_size)) == forced
 
 
 def test_oversampling_puts_foreground_in_the_required_share(small_demo_paths):

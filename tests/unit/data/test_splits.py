@@ -11,7 +11,7 @@ def test_folds_equal_nnunet_281():
     expected_val = [["case_00", "case_07"], ["case_03", "case_09"], ["case_04", "case_06"],
                     ["case_01", "case_08"], ["case_02", "case_05"]]
     splits = make_splits(list(reversed(ids)))  # sorted first, like nnU-Net's sorted identifiers
-    assert [sorted(s.val) for s in splits] == expected_val
+    assert list(sorted(s.val) for s in splits) == expected_val
     for s in splits:
         assert sorted(s.train + s.val) == ids and not set(s.train) & set(s.val)
 

@@ -14,7 +14,7 @@ PLAN_2D = NetworkPlan((4, 8, 16, 32), ((3, 3),) * 4, ((1, 1), (2, 2), (2, 2), (2
 def test_3d_output_shapes_with_deep_supervision():
     net = UNet(PLAN_3D, 2, 3)
     outs = net(torch.zeros(2, 2, 8, 16, 16))
-    assert [tuple(o.shape) for o in outs] == [(2, 3, 8, 16, 16), (2, 3, 8, 8, 8)]
+    assert list(tuple(o.shape) for o in outs) == [(2, 3, 8, 16, 16), (2, 3, 8, 8, 8)]
 
 
 def test_2d_output_shapes_and_no_deep_supervision():
@@ -45,9 +45,9 @@ def test_prunable_groups_offsets_follow_concatenation():
     cons = {c.module: c.offset for c in groups["enc1.1"].consumers}
     assert cons == {"enc2.0": 0, "dec0.0": 6}
     assert {c.module: c.offset for c in groups["enc0.1"].consumers} == {"enc1.0": 0, "dec1.0": 3}
-    assert [c.module for c in groups["enc2.1"].consumers] == ["up0"]
-    assert [c.module for c in groups["dec0.1"].consumers] == ["head0", "up1"]
-    assert [c.module for c in groups["dec1.1"].consumers] == ["head1"]
+    assert list(c.module for c in groups["enc2.1"].consumers) == ["up0"]
+    assert list(c.module for c in groups["dec0.1"].consumers) == ["head0", "up1"]
+    assert list(c.module for c in groups["dec1.1"].consumers) == ["head1"]
     # every consumer offset + producer width fits in the consumer's input channels
     for g in groups.values():
         for c in g.consumers:

@@ -65,7 +65,7 @@ def test_resume_reproduces_uninterrupted_training(results_paths, tmp_path):
     assert resumed.epoch == 3 and len(resumed.history) == 3
     # CPU, same thread count, batches derived from (seed, epoch, index): exactly the same weights
     assert torch.equal(_weights(straight.network), _weights(resumed.network))
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert list(h["train_loss"] for h in resumed.history) == [h["train_loss"] for h in straight.history]
 
 
 def test_outputs(results_paths):
