@@ -20,13 +20,25 @@ def small_demo_raw(tmp_path_factory) -> Path:
     return write_demo_dataset(tmp_path_factory.mktemp("raw"), SMALL_DEMO)
 
 
+def env_of(paths) -> dict[str, str]:
+    """The environment variables that make the commands use ``paths`` (a :class:`sauronnet.paths.Paths`)."""
+    return {"SAURON_RAW": str(paths.raw), "SAURON_PREPROCESSED": str(paths.preprocessed),
+            "SAURON_RESULTS": str(paths.results)}
+
+
+def point_env(paths, monkeypatch) -> None:
+    """Points the commands run in-process at ``paths``."""
+    for k, v in env_of(paths).items():
+        monkeypatch.setenv(k, v)
+
+
 @pytest.fixture
 def data_roots(tmp_path, monkeypatch):
     """Points SAURON_RAW / SAURON_PREPROCESSED / SAURON_RESULTS into tmp_path; returns the three paths."""
-    roots = {k: tmp_path / k.split("_")[1].lower() for k in ("SAURON_RAW", "SAURON_PREPROCESSED", "SAURON_RESULTS")}
-    for k, v in roots.items():
-        monkeypatch.setenv(k, str(v))
-    return roots["SAURON_RAW"], roots["SAURON_PREPROCESSED"], roots["SAURON_RESULTS"]
+    from sauronnet.paths import Paths
+    paths = Paths(tmp_path / "raw", tmp_path / "preprocessed", tmp_path / "results")
+    point_env(paths, monkeypatch)
+    return paths.raw, paths.preprocessed, paths.results
 
 
 def write_image(path: Path, arr: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from sauronnet.plans import ConfigurationPlan, Plans
-from sauronnet.preprocessing.preprocess import CaseProperties
+from sauronnet.preprocessing.preprocess import CaseProperties, uncrop
 from sauronnet.preprocessing.resample import resample_data
 
 
@@ -19,12 +19,7 @@ def restore_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans
 
     Outside the crop box the background probability is 1.
     """
-    cropped = resample_data(probs, props.shape_after_cropping, props.target_spacing, props.original_spacing,
-                            config.resampling_probabilities_order, config.resampling_data_order_z)
-    full = np.zeros((probs.shape[0], *props.shape_before_cropping), np.float32)
-    full[0] = 1.0
-    full[(slice(None),) + tuple(slice(a, b) for a, b in props.bbox)] = cropped
-    return full.transpose([0, *[a + 1 for a in plans.transpose_backward]])
+    return uncrop(_resample_back(probs, props, config), props, plans.transpose_backward, first_channel_outside=1)
 
 
 def probabilities_to_labels(probs: np.ndarray, props: CaseProperties, plans: Plans,
@@ -33,9 +28,14 @@ def probabilities_to_labels(probs: np.ndarray, props: CaseProperties, plans: Pla
 
     Uses less memory than :func:`restore_probabilities`: only the cropped region is held at full resolution.
     """
-    cropped = resample_data(probs, props.shape_after_cropping, props.target_spacing, props.original_spacing,
-                            config.resampling_probabilities_order, config.resampling_data_order_z)
-    dtype = np.uint8 if probs.shape[0] <= 256 else np.int16
-    full = np.zeros(props.shape_before_cropping, dtype)
-    full[tuple(slice(a, b) for a, b in props.bbox)] = cropped.argmax(0).astype(dtype)
-    return full.transpose(plans.transpose_backward)
+    labels = _resample_back(probs, props, config).argmax(0).astype(label_dtype(probs.shape[0]))
+    return uncrop(labels, props, plans.transpose_backward)
+
+
+def label_dtype(num_classes: int) -> type:
+    return np.uint8 if num_classes <= 256 else np.int16
+
+
+def _resample_back(probs: np.ndarray, props: CaseProperties, config: ConfigurationPlan) -> np.ndarray:
+    return resample_data(probs, props.shape_after_cropping, props.target_spacing, props.original_spacing,
+                         config.resampling_probabilities_order, config.resampling_data_order_z)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sauronnet.inference.export import probabilities_to_labels, restore_probabilities
+from sauronnet.inference.export import label_dtype, probabilities_to_labels, restore_probabilities
 from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, keep_largest_component
 from sauronnet.inference.sliding_window import sliding_window
 from sauronnet.inference.inputs import InputCase
@@ -137,10 +137,14 @@ def prepare_case(data: np.ndarray, geometry: Geometry, plans: Plans, config: Con
 def finish_case(probs: np.ndarray, props: CaseProperties, plans: Plans, config: ConfigurationPlan,
                 keep_largest: Sequence[int] = (), return_probabilities: bool = False) -> Prediction:
     """Probabilities on the preprocessed grid → label map (and probabilities) on the input grid, postprocessed."""
-    labels = probabilities_to_labels(probs, props, plans, config)
+    if return_probabilities:
+        # resample once; outside the crop box background has probability 1, so argmax gives 0 there
+        full = restore_probabilities(probs, props, plans, config)
+        labels = full.argmax(0).astype(label_dtype(full.shape[0]))
+    else:
+        full, labels = None, probabilities_to_labels(probs, props, plans, config)
     if keep_largest:
         labels = keep_largest_component(labels, keep_largest)
-    full = restore_probabilities(probs, props, plans, config) if return_probabilities else None
     return Prediction(labels, full)
 
 

@@ -127,9 +127,27 @@ def restore_seg(seg: np.ndarray, props: CaseProperties, plans: Plans, config: Co
     seg = np.where(seg < 0, 0, seg).astype(seg.dtype)
     cropped = resample_seg(seg, props.shape_after_cropping, props.target_spacing, props.original_spacing,
                            config.resampling_seg_order, config.resampling_seg_order_z)
-    full = np.zeros(props.shape_before_cropping, dtype=seg.dtype)
-    full[tuple(slice(a, b) for a, b in props.bbox)] = cropped
-    return full.transpose(plans.transpose_backward)
+    return uncrop(cropped, props, plans.transpose_backward)
+
+
+def uncrop(cropped: np.ndarray, props: CaseProperties, transpose_backward: Sequence[int],
+           first_channel_outside: float = 0) -> np.ndarray:
+    """Undoes the crop and the transpose of :func:`preprocess_case`.
+
+    Args:
+        cropped: (z, y, x) or (K, z, y, x) at the cropped input's resolution (``props.shape_after_cropping``).
+        first_channel_outside: value of channel 0 outside the crop box (1 for background probabilities);
+            everything else outside is 0.
+
+    Returns:
+        (Z, Y, X) or (K, Z, Y, X) on the input's grid, dtype of ``cropped``.
+    """
+    lead = cropped.ndim - len(props.shape_before_cropping)
+    full = np.zeros((*cropped.shape[:lead], *props.shape_before_cropping), cropped.dtype)
+    if lead and first_channel_outside:
+        full[0] = first_channel_outside
+    full[(slice(None),) * lead + tuple(slice(a, b) for a, b in props.bbox)] = cropped
+    return full.transpose([*range(lead), *[a + lead for a in transpose_backward]])
 
 
 def config_folder(preprocessed_dataset: Path, preset: str, config_name: str) -> Path:

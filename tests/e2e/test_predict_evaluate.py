@@ -8,6 +8,7 @@ import SimpleITK as sitk
 
 from sauronnet import cli
 from sauronnet.plans import Plans
+from tests.conftest import point_env
 from trainers.sauron import SauronConfig, SauronTrainer
 
 FAST = SauronConfig(epochs=3, iterations_per_epoch=4, val_iterations=1, num_workers=0, seed=5, tau0=0.2,
@@ -24,17 +25,11 @@ def trained(small_demo_paths, tmp_path_factory):
     return paths, trainer
 
 
-def _env(paths, monkeypatch):
-    for k, v in (("SAURON_RAW", paths.raw), ("SAURON_PREPROCESSED", paths.preprocessed),
-                 ("SAURON_RESULTS", paths.results)):
-        monkeypatch.setenv(k, str(v))
-
-
 def test_predict_and_evaluate_with_the_pruned_model(trained, tmp_path, monkeypatch, capsys):
     paths, trainer = trained
     chosen = json.loads((trainer.output_dir / "postprocessing.json").read_text())["keep_largest_component"]
     assert set(chosen) <= {1, 2}
-    _env(paths, monkeypatch)
+    point_env(paths, monkeypatch)
     images = paths.raw / "Dataset001_Demo" / "imagesTs"
     out = tmp_path / "pred"
     assert cli.predict_main(["-i", str(images), "-o", str(out), "-d", "1", "--disable-tta", "--no-progress",
@@ -60,7 +55,7 @@ def test_predict_and_evaluate_with_the_pruned_model(trained, tmp_path, monkeypat
 
 def test_continue_skips_written_cases_and_bad_inputs_do_not_stop_others(trained, tmp_path, monkeypatch, capsys):
     paths, trainer = trained
-    _env(paths, monkeypatch)
+    point_env(paths, monkeypatch)
     images = paths.raw / "Dataset001_Demo" / "imagesTs"
     broken = tmp_path / "in"
     broken.mkdir()
@@ -91,7 +86,7 @@ def test_info_reports_the_pruned_widths(trained, capsys):
 
 def test_worker_processes_give_the_same_outputs(trained, tmp_path, monkeypatch):
     paths, trainer = trained
-    _env(paths, monkeypatch)
+    point_env(paths, monkeypatch)
     images = paths.raw / "Dataset001_Demo" / "imagesTs"
     outs = {}
     for n in (1, 2):

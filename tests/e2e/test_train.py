@@ -10,19 +10,11 @@ import torch
 
 from sauronnet import cli
 from sauronnet.checkpoint import load_checkpoint
-
-
-def _env(paths, monkeypatch=None):
-    env = {"SAURON_RAW": str(paths.raw), "SAURON_PREPROCESSED": str(paths.preprocessed),
-           "SAURON_RESULTS": str(paths.results)}
-    if monkeypatch is not None:
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-    return env
+from tests.conftest import env_of, point_env
 
 
 def test_train_command_writes_every_output(results_paths, monkeypatch, capsys):
-    _env(results_paths, monkeypatch)
+    point_env(results_paths, monkeypatch)
     argv = ["1", "0", "-tr", "Trainer", "--epochs", "2", "--iters", "2", "--val-iters", "1", "--workers", "1",
             "--no-progress"]
     assert cli.train_main(argv) == 0
@@ -41,7 +33,7 @@ def test_train_command_writes_every_output(results_paths, monkeypatch, capsys):
 
 
 def test_bad_fold_and_missing_plans(results_paths, monkeypatch, capsys):
-    _env(results_paths, monkeypatch)
+    point_env(results_paths, monkeypatch)
     try:
         cli.train_main(["1", "7"])
         raise AssertionError("expected a usage error")
@@ -52,7 +44,7 @@ def test_bad_fold_and_missing_plans(results_paths, monkeypatch, capsys):
 
 
 def test_sigkill_leaves_a_loadable_checkpoint_and_continue_finishes(results_paths, monkeypatch):
-    env = {**os.environ, **_env(results_paths)}
+    env = {**os.environ, **env_of(results_paths)}
     argv = ["1", "0", "-tr", "Trainer", "--epochs", "6", "--iters", "3", "--val-iters", "1", "--workers", "0",
             "--no-progress", "--threads", "1"]
     code = f"import sys; from sauronnet.cli import train_main; sys.exit(train_main({argv!r}))"
@@ -71,7 +63,7 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_continue_finishes(results_path
         proc.wait()
     ckpt = load_checkpoint(latest)  # loadable whatever the moment of the kill
     assert 1 <= ckpt["epoch"] <= 6
-    _env(results_paths, monkeypatch)
+    point_env(results_paths, monkeypatch)
     assert cli.train_main(argv + ["--continue"]) == 0
     final = load_checkpoint(fold / "checkpoint_final.pth")
     assert final["epoch"] == 6 and len(final["history"]) == 6

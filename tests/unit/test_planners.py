@@ -11,21 +11,19 @@ import pytest
 
 from benchmarks.common import toy64_spec
 from benchmarks.nnunet_reference_plans import CASES, STATS
+from benchmarks.plan_parity import our_fields
 from planners import PLANNERS, CpuPlanner, NnUNetPlanner
 from planners.cpu import TARGET_FORWARD_GFLOPS
 from planners.topology import pool_and_conv_props
 from sauronnet.dataset import RawDataset, load_raw_dataset
 from sauronnet.demo import DemoSpec, write_demo_dataset
 from sauronnet.fingerprint import Fingerprint, IntensityStats, extract_fingerprint
+from sauronnet.serialization import to_jsonable
 
 
 def fields(cfg):
-    n = cfg.network
-    return {"spacing": [round(float(s), 5) for s in cfg.spacing], "patch_size": list(cfg.patch_size),
-            "batch_size": cfg.batch_size, "n_stages": n.n_stages, "features_per_stage": list(n.features_per_stage),
-            "kernel_sizes": [list(k) for k in n.kernel_sizes], "strides": [list(s) for s in n.strides],
-            "normalization": list(cfg.normalization_schemes), "use_mask_for_norm": list(cfg.use_mask_for_norm),
-            "batch_dice": cfg.batch_dice}
+    """The compared fields of a configuration, extracted like benchmarks/plan_parity.py does."""
+    return our_fields(to_jsonable(cfg))
 
 
 K3, K133 = [3, 3, 3], [1, 3, 3]
