@@ -32,6 +32,7 @@ setup(
             "sauron_predict=sauronnet.cli:predict_main",
             "sauron_evaluate=sauronnet.cli:evaluate_main",
             "sauron_info=sauronnet.cli:info_main",
+            "sauron_import_nnunet=sauronnet.cli:import_nnunet_main",
             "sauron_demo=sauronnet.cli:demo_main",
         ]
     },

@@ -383,6 +383,42 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     return 1 if problems or failed else 0
 
 
+# ---- sauron_import_nnunet ---------------------------------------------------------------------------------------
+def import_nnunet_main(argv: Sequence[str] | None = None) -> int:
+    """``sauron_import_nnunet -m NNUNET_MODEL_FOLDER -o MODEL_DIR``: converts a trained nnU-Net v2 model."""
+    parser = argparse.ArgumentParser(
+        prog="sauron_import_nnunet",
+        description="Converts a trained nnU-Net v2 model (plans.json, dataset.json, dataset_fingerprint.json, "
+                    "fold_F/checkpoint_final.pth) into a SauronNet model folder: the plans (spacing, patch, "
+                    "transpose, normalisation with the CT statistics, resampling, network topology) and the "
+                    "PlainConvUNet weights. Then `sauron_predict -m MODEL_DIR` segments with it and `sauron_train "
+                    "TASK FOLD --init-from MODEL_DIR` fine-tunes and prunes it. nnU-Net's checkpoint is read with "
+                    "torch.load(weights_only=True): no pickled code runs. ResEnc, cascade and region-based models "
+                    "are refused with the reason.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-m", "--model", required=True, metavar="NNUNET_MODEL_FOLDER",
+                        help="nnUNet_results/DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="SauronNet model folder to write")
+    parser.add_argument("-f", "--folds", nargs="+", help="folds to import (default: every fold with a checkpoint)")
+    parser.add_argument("--checkpoint", choices=["final", "best"], default="final",
+                        help="which nnU-Net checkpoint; written under the same name")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR")
+    args = parser.parse_args(argv)
+    _setup_logging(False)
+    from sauronnet.interop.nnunet import import_nnunet_model
+
+    try:
+        result = import_nnunet_model(args.model, args.output, args.folds, args.checkpoint, args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        return _report([str(e)])
+    cfg = result.plans.configuration(result.configuration)
+    print(f"imported {result.trainer_name} {result.plans.dataset_name} {result.configuration} fold(s) "
+          f"{', '.join(result.folds)}: patch {list(cfg.patch_size)}, spacing {_fmt(cfg.spacing)}, widths "
+          f"{list(cfg.network.features_per_stage)}, {len(result.plans.labels)} classes")
+    print(f"model: {result.model_dir}")
+    return 0
+
+
 # ---- sauron_evaluate ---------------------------------------------------------------------------------------------
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``sauron_evaluate -ref REF -pred PRED``: Dice, IoU, HD95 and volumes per case and class."""

@@ -86,7 +86,7 @@ def load_raw_dataset(folder: str | Path) -> RawDataset:
     if missing:
         hint = " (nnU-Net v1's 'modality' is now called 'channel_names')" if "modality" in spec else ""
         raise DatasetError([f"{spec_path}: missing key(s) {missing}{hint}; see the README's data layout"])
-    channel_names, labels = _parse_channels(spec, spec_path), _parse_labels(spec, spec_path)
+    channel_names, labels = parse_channel_names(spec, spec_path), parse_labels(spec, spec_path)
     file_ending = spec["file_ending"]
     if not isinstance(file_ending, str) or not file_ending.startswith("."):
         raise DatasetError([f"{spec_path}: file_ending must be a string like '.nii.gz', got {file_ending!r}"])
@@ -108,7 +108,7 @@ def load_raw_dataset(folder: str | Path) -> RawDataset:
     return RawDataset(folder, channel_names, labels, num_training, file_ending, tuple(training), tuple(test))
 
 
-def _parse_channels(spec: dict, spec_path: Path) -> tuple[str, ...]:
+def parse_channel_names(spec: dict, spec_path: Path) -> tuple[str, ...]:
     ch = spec["channel_names"]
     if not isinstance(ch, dict) or not ch:
         raise DatasetError([f"{spec_path}: channel_names must be a non-empty object like {{\"0\": \"CT\"}}"])
@@ -121,7 +121,7 @@ def _parse_channels(spec: dict, spec_path: Path) -> tuple[str, ...]:
     return tuple(str(ch[str(k)]) for k in keys)
 
 
-def _parse_labels(spec: dict, spec_path: Path) -> dict[str, int]:
+def parse_labels(spec: dict, spec_path: Path) -> dict[str, int]:
     labels = spec["labels"]
     if not isinstance(labels, dict):
         raise DatasetError([f"{spec_path}: labels must be an object like {{\"background\": 0, \"tumor\": 1}}"])

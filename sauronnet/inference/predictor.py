@@ -53,7 +53,7 @@ class Predictor:
 
     def __init__(self, networks: Sequence[UNet], plans: Plans, configuration: str, step: float = 0.5,
                  mirror: bool = True, device: str | torch.device = "cpu",
-                 keep_largest_component: Sequence[int] = ()):
+                 keep_largest_component: Sequence[int] = (), allowed_mirror_axes: Sequence[int] | None = None):
         if not networks:
             raise ValueError("a predictor needs at least one network")
         if not 0 < step <= 1:
@@ -61,7 +61,8 @@ class Predictor:
         self.networks, self.plans, self.configuration = list(networks), plans, configuration
         self.config = plans.configuration(configuration)
         self.step, self.device = step, torch.device(device)
-        self.mirror_axes = tuple(range(self.config.network.dim)) if mirror else ()
+        allowed = tuple(range(self.config.network.dim)) if allowed_mirror_axes is None else allowed_mirror_axes
+        self.mirror_axes = tuple(allowed) if mirror else ()
         self.keep_largest_component = tuple(keep_largest_component)
 
     @classmethod
@@ -83,18 +84,22 @@ class Predictor:
                 raise FileNotFoundError(f"{model_dir}: no fold_*/checkpoint_{checkpoint}.pth; train a fold first or "
                                         "pick another --checkpoint")
         dev = torch.device(device)
-        loaded = [load_fold_network(model_dir / f"fold_{f}" / f"checkpoint_{checkpoint}.pth", dev) for f in folds]
+        ckpts = [load_checkpoint(model_dir / f"fold_{f}" / f"checkpoint_{checkpoint}.pth", dev) for f in folds]
+        loaded = [network_from_checkpoint(c, deep_supervision=False) for c in ckpts]
         plans, configuration = loaded[0][1], loaded[0][2]
         for (_, p, c), f in zip(loaded[1:], folds[1:]):
             if p != plans or c != configuration:
                 raise ValueError(f"{model_dir}/fold_{f} was trained with other plans or configuration than "
                                  f"fold_{folds[0]}; ensemble only folds of one model")
+        # an imported nnU-Net model carries its trainer's allowed mirroring axes; ours mirror along all axes
+        allowed = ckpts[0].get("mirror_axes")
         keep: set[int] | None = None
         for f in folds:
             path = model_dir / f"fold_{f}" / POSTPROCESSING_FILE
             labels = set(read_json(path)["keep_largest_component"]) if postprocess and path.is_file() else set()
             keep = labels if keep is None else keep & labels
-        return cls([n for n, _, _ in loaded], plans, configuration, step, mirror, device, sorted(keep or ()))
+        return cls([n.to(dev).eval() for n, _, _ in loaded], plans, configuration, step, mirror, device,
+                   sorted(keep or ()), allowed)
 
     @torch.inference_mode()
     def predict_preprocessed(self, data: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Interoperability with other tools: importing trained nnU-Net v2 models."""
