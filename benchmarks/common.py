@@ -87,3 +87,32 @@ def run_measured(cmd: Sequence[str], env: dict | None = None, poll_s: float = 0.
 
 def threads_env(n: int) -> dict:
     return {k: str(n) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+
+def nnunet_env(root: Path) -> dict:
+    """nnU-Net's three data roots under ``root`` (raw is ``root/raw``)."""
+    return {"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "nnunet_preprocessed"),
+            "nnUNet_results": str(root / "nnunet_results")}
+
+
+def build_nnunet_model(root: Path, dataset_id: int, configuration: str = "3d_fullres", fold: str = "0",
+                       iters: int = 20, base_width: int | None = None, threads: int = 2,
+                       bin_dir: Path | None = None) -> Path:
+    """A genuine nnU-Net v2 model of the raw dataset ``root/raw/DatasetXXX``: nnU-Net plans and preprocesses it,
+    then ``nnunet_train_briefly.py`` trains ``iters`` iterations (optionally narrower: ``base_width``).
+
+    Args:
+        bin_dir: the peer venv's ``bin`` (default ``.bench-venv/bin``).
+
+    Returns:
+        The nnU-Net model folder ``root/nnunet_results/DatasetXXX/nnUNetTrainer__nnUNetPlans__CONFIG``.
+    """
+    bin_dir = Path(bin_dir) if bin_dir else BENCH_VENV / "bin"
+    env = {**nnunet_env(root), **threads_env(threads)}
+    run_measured([bin_dir / "nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", configuration,
+                  "-np", "2"], env)
+    cmd = [bin_dir / "python", ROOT / "benchmarks" / "nnunet_train_briefly.py", str(dataset_id), configuration,
+           fold, "--iters", str(iters), "--threads", str(threads)]
+    run_measured(cmd + (["--base-width", str(base_width)] if base_width else []), env)
+    name = next((root / "raw").glob(f"Dataset{dataset_id:03d}_*")).name
+    return root / "nnunet_results" / name / f"nnUNetTrainer__nnUNetPlans__{configuration}"

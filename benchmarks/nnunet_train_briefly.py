@@ -3,14 +3,15 @@
 Run it with the peer venv's python (nnunetv2 importable), after ``nnUNetv2_plan_and_preprocess``, with the
 ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` variables set::
 
-    .bench-venv/bin/python benchmarks/nnunet_train_briefly.py DATASET_ID CONFIG FOLD [--iters 20] [--widths 4 8 16]
+    .bench-venv/bin/python benchmarks/nnunet_train_briefly.py DATASET_ID CONFIG FOLD [--iters 20] [--base-width 4]
 
 It builds ``nnUNetTrainer`` exactly as ``nnUNetv2_train`` does, shortens the schedule to one epoch of
 ``--iters`` iterations (plus one validation iteration) and calls its ``run_training``; the result is
 ``nnUNet_results/DatasetXXX/nnUNetTrainer__nnUNetPlans__CONFIG/fold_F/checkpoint_final.pth`` next to the
 ``plans.json``/``dataset.json``/``dataset_fingerprint.json`` copies nnU-Net writes — a genuine nnU-Net model
-folder, only barely trained. ``--widths`` first rewrites ``features_per_stage`` in the preprocessed plans (a
-smaller network for quick tests; nnU-Net builds the network from the plans, so it stays nnU-Net's own).
+folder, only barely trained. ``--base-width B`` first rewrites ``features_per_stage`` in the preprocessed plans
+to B·2^stage (a smaller network for test fixtures; nnU-Net builds the network from the plans, so it stays
+nnU-Net's own).
 Data augmentation runs in this process (``nnUNet_n_proc_DA=0``) to keep the run small and deterministic enough.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("configuration")
     parser.add_argument("fold", help="0-4 or all")
     parser.add_argument("--iters", type=int, default=20, help="training iterations")
-    parser.add_argument("--widths", type=int, nargs="+", help="replace the plans' features_per_stage")
+    parser.add_argument("--base-width", type=int, help="replace the plans' features_per_stage by B·2^stage")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -45,11 +46,9 @@ def main(argv=None) -> int:
     name = maybe_convert_to_dataset_name(args.dataset_id)
     plans_file = os.path.join(nnUNet_preprocessed, name, "nnUNetPlans.json")
     plans = load_json(plans_file)
-    if args.widths:
+    if args.base_width:
         arch = plans["configurations"][args.configuration]["architecture"]["arch_kwargs"]
-        if len(args.widths) != arch["n_stages"]:
-            raise SystemExit(f"--widths needs {arch['n_stages']} values for {args.configuration}")
-        arch["features_per_stage"] = args.widths
+        arch["features_per_stage"] = [args.base_width * 2 ** i for i in range(arch["n_stages"])]
         save_json(plans, plans_file, sort_keys=False)
     plans["continue_training"] = False  # what nnunetv2.run.run_training adds before building the trainer
     fold = args.fold if args.fold == "all" else int(args.fold)

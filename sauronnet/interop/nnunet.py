@@ -355,7 +355,8 @@ def import_nnunet_model(model_folder: str | Path, out_dir: str | Path, folds: Se
             "format": CHECKPOINT_FORMAT, "trainer": f"nnU-Net:{trainer_name}", "plans": to_jsonable(plans),
             "configuration": configuration, "fold": fold, "widths": net.widths(), "state_dict": state,
             "epoch": int(ckpt.get("current_epoch", 0)),
-            "mirror_axes": None if mirror is None else [int(a) for a in mirror],
+            # nnU-Net mirrors only along these at inference; None (or absent) means no mirroring
+            "mirror_axes": [] if mirror is None else [int(a) for a in mirror],
             "source": {"nnunet_checkpoint": str(path.resolve()), "trainer_name": trainer_name},
         }
 
