@@ -67,9 +67,14 @@ def plan_and_preprocess_main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("-d", "--dataset", nargs="+", required=True, metavar="TASK",
                         help="dataset id(s) (1) or folder name(s) (Dataset001_Demo)")
-    parser.add_argument("--preset", choices=sorted(PLANNERS), default="nnunet",
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", choices=sorted(PLANNERS), default="nnunet",
                         help="nnunet: nnU-Net v2's GPU plans; cpu: same spacing/topology, network and patch sized "
                              "for a CPU workstation (a few GFLOP per training forward)")
+    source.add_argument("--plans", metavar="MODEL_DIR|plans.json",
+                        help="do not plan: preprocess with the plans of an existing model (e.g. one made by "
+                             "sauron_import_nnunet), so that `sauron_train --init-from MODEL_DIR` can fine-tune it; "
+                             "the data go to the folder named after those plans' preset")
     parser.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"], metavar="CONFIG",
                         help="configurations to preprocess (3d_fullres, 2d, 3d_lowres, or 'all'); every "
                              "configuration is planned either way")
@@ -116,8 +121,9 @@ def _plan_and_preprocess(paths: Paths, task: str, args: argparse.Namespace, plan
         if problems:
             return _report(problems)
         logger.info("%s: %d training and %d test cases verified", name, len(dataset.training), len(dataset.test))
+    given = _plans_for(dataset, name, args.plans) if args.plans else None
     fingerprint = extract_fingerprint(dataset, args.num_processes, progress)
-    plans = planner.plan(dataset, fingerprint)
+    plans = given or planner.plan(dataset, fingerprint)
     wanted = list(plans.configurations) if "all" in args.configurations else list(args.configurations)
     for c in wanted:
         plans.configuration(c)
@@ -140,6 +146,31 @@ def _plan_and_preprocess(paths: Paths, task: str, args: argparse.Namespace, plan
             print(f"preprocessed {len(ids)} cases ({c}) into {folder}")
     print(f"{name}: done in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def model_plans_file(path: str | Path) -> Path:
+    """The plans.json of a model folder (``MODEL_DIR/plans.json`` or ``MODEL_DIR/fold_F/plans.json``) or a file."""
+    path = Path(path)
+    candidates = [path] if path.is_file() else [path / "plans.json", *sorted(path.glob("fold_*/plans.json"))]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{path}: no plans.json (give a model folder, one of its fold_F folders, or a "
+                                "plans.json file)")
+    return found
+
+
+def _plans_for(dataset, name: str, source: str):
+    """A model's plans, checked against the dataset they will preprocess and renamed after it."""
+    from dataclasses import replace
+    from sauronnet.plans import Plans
+
+    path = model_plans_file(source)
+    plans = Plans.load(path)
+    if len(plans.channel_names) != len(dataset.channel_names) or plans.labels != dataset.labels:
+        raise ValueError(f"{path}: the model expects channels {list(plans.channel_names)} and labels {plans.labels},"
+                         f" but {dataset.folder / 'dataset.json'} declares {list(dataset.channel_names)} and "
+                         f"{dataset.labels}; use a model trained for this kind of data")
+    return replace(plans, dataset_name=name)
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -219,6 +250,24 @@ def _add_log_file(path: Path) -> logging.Handler:
     return handler
 
 
+def _init_checkpoint(path: Path, fold: str) -> Path:
+    """The checkpoint ``--init-from`` names: a file, ``DIR/fold_FOLD``'s, ``DIR``'s only fold's, or ``DIR``'s own."""
+    if path.is_file():
+        return path
+    name = "checkpoint_final.pth"
+    folds = sorted(path.glob(f"fold_*/{name}"))
+    for candidate in (path / f"fold_{fold}" / name, path / name):
+        if candidate.is_file():
+            return candidate
+    if len(folds) == 1:
+        return folds[0]
+    if not folds:
+        raise FileNotFoundError(f"--init-from {path}: no {name} (give a model folder made by sauron_train or "
+                                "sauron_import_nnunet, or a checkpoint file)")
+    raise ValueError(f"--init-from {path}: no fold_{fold}, and several folds to choose from "
+                     f"({[f.parent.name for f in folds]}); name the checkpoint file")
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``sauron_train TASK FOLD``: trains one fold; ``--continue`` resumes after any interruption."""
     from trainers import TRAINERS
@@ -243,6 +292,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="augmentation processes (default: one per two cores)")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="resume from checkpoint_latest.pth of this fold")
+    parser.add_argument("--init-from", metavar="MODEL_DIR",
+                        help="start from a trained model's weights, e.g. an nnU-Net model converted by "
+                             "sauron_import_nnunet (its fold FOLD, or its only fold; or a checkpoint file): with the "
+                             "Sauron trainer this fine-tunes and prunes it. The dataset must be preprocessed with "
+                             "that model's plans: sauron_plan_and_preprocess -d TASK --plans MODEL_DIR")
+    parser.add_argument("--lr", type=float, help="initial learning rate (default 0.01, nnU-Net's)")
     sauron = parser.add_argument_group("Sauron pruning (SauronTrainer only; defaults are the paper's)")
     sauron.add_argument("--lambda", dest="lam", type=float, help="weight of the clustering term (0.5)")
     sauron.add_argument("--tau-max", type=float, help="largest pruning threshold (0.3)")
@@ -263,12 +318,21 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "workers" else 1):
             parser.error(f"--{flag.replace('_', '-')} must be positive")
+    if args.lr is not None and args.lr <= 0:
+        parser.error("--lr must be positive")
     paths = paths_from_env()
     try:
         from sauronnet.plans import Plans
         from trainers.base import with_overrides
 
         name = paths.dataset_name(args.task)
+        init = _init_checkpoint(Path(args.init_from), args.fold) if args.init_from else None
+        if init is not None and args.preset is None:
+            args.preset = Plans.load(model_plans_file(init.parent)).preset
+            if not (paths.preprocessed / name / args.preset / "plans.json").is_file():
+                raise FileNotFoundError(f"{paths.preprocessed / name / args.preset}: {name} is not preprocessed with "
+                                        f"the plans of {init.parent}; run sauron_plan_and_preprocess -d {name} "
+                                        f"--plans {init.parent}")
         preset = _pick_preset(paths, name, args.preset)
         plans = Plans.load(paths.preprocessed / name / preset / "plans.json")
         device = _resolve_device(args.device)
@@ -282,7 +346,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                          f"not {cls.name}")
         config = with_overrides(cls.config_class(), epochs=args.epochs, iterations_per_epoch=args.iters,
                                 val_iterations=args.val_iters, seed=args.seed, num_workers=args.workers,
-                                **sauron_flags)
+                                initial_lr=args.lr, **sauron_flags)
         trainer = cls(plans, args.configuration, args.fold, paths, config, device)
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
@@ -291,7 +355,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         logger.info("training %s fold %s: %s (%s, %s) on %s, %d training / %d validation cases", name, args.fold,
                     cls.name, preset, args.configuration, device, len(trainer.train_ids), len(trainer.val_ids))
         t0 = time.perf_counter()
-        summary = trainer.fit(resume=args.resume, progress=not args.no_progress)
+        summary = trainer.fit(resume=args.resume, progress=not args.no_progress, init_from=init)
+    except (FileNotFoundError, ValueError) as e:
+        return _report([str(e)])
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

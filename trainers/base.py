@@ -19,7 +19,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +38,19 @@ from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, decide_postp
 from sauronnet.inference.predictor import Predictor, finish_case
 from sauronnet.io import read_seg, write_seg
 from sauronnet.losses import DeepSupervisionLoss
-from sauronnet.networks.unet import UNet, build_network
+from sauronnet.networks.unet import UNet, build_network, default_widths
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
 from sauronnet.preprocessing.preprocess import config_folder, load_case
-from sauronnet.serialization import read_json, to_jsonable, write_json_atomic
+from sauronnet.serialization import from_jsonable, read_json, to_jsonable, write_json_atomic
 from trainers.progress import plot_progress
 
 logger = logging.getLogger(__name__)
 
 EMA_ALPHA = 0.1
+#: Plans entries (besides the configuration) that decide what the network sees; --init-from requires them equal.
+_PREPROCESSING_PLANS_FIELDS = ("channel_names", "labels", "transpose_forward",
+                               "foreground_intensity_properties_per_channel")
 
 
 @dataclass(frozen=True)
@@ -266,16 +269,49 @@ class Trainer:
         self.load_checkpoint_extras(ckpt["extras"])
         logger.info("continuing from %s at epoch %d", path, self.epoch)
 
+    def initialize_from(self, path: Path) -> None:
+        """Starts from the weights of another model's checkpoint (an imported nnU-Net model, or any SauronNet
+        one, pruned or not): the network takes its widths and weights; optimizer, epoch and schedules start fresh.
+
+        Raises:
+            ValueError: if that model's network or preprocessing differs from this trainer's plans (its weights
+                would see differently prepared data); the message lists the differing entries.
+        """
+        ckpt = load_checkpoint(path, self.device)
+        source = from_jsonable(Plans, ckpt["plans"], where=f"{path} plans")
+        differ = [f"configuration {f.name}" for f in fields(self.cfg) if f.name != "batch_size"
+                  and getattr(self.cfg, f.name) != getattr(source.configuration(ckpt["configuration"]), f.name)]
+        differ += [f.name for f in fields(self.plans) if f.name in _PREPROCESSING_PLANS_FIELDS
+                   and getattr(self.plans, f.name) != getattr(source, f.name)]
+        if differ:
+            raise ValueError(f"{path} was planned differently from {self.plans.dataset_name}'s {self.plans.preset} "
+                             f"plans ({', '.join(differ)}); preprocess the dataset with that model's plans: "
+                             f"sauron_plan_and_preprocess -d {self.plans.dataset_name} --plans {path.parent}")
+        self.network = self.build_network(ckpt["widths"]).to(self.device)
+        self.network.load_state_dict(ckpt["state_dict"])
+        self.optimizer = self.configure_optimizers()
+        logger.info("initialised from %s (%s, %d of %d channels)", path, ckpt["trainer"],
+                    sum(ckpt["widths"].values()), sum(default_widths(self.cfg.network).values()))
+
     # ---- the loop --------------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False, progress: bool = True) -> dict:
-        """Trains to ``config.epochs``, then validates the fold's cases; returns the validation summary."""
+    def fit(self, resume: bool = False, progress: bool = True, init_from: Path | None = None) -> dict:
+        """Trains to ``config.epochs``, then validates the fold's cases; returns the validation summary.
+
+        Args:
+            resume: continue from ``checkpoint_latest.pth`` if there is one.
+            init_from: a checkpoint whose weights start the training (ignored when resuming, whose checkpoint
+                already holds them); see :meth:`initialize_from`.
+        """
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.output_dir.glob(".checkpoint_*"):
             stale.unlink()  # a write that a kill interrupted
         if resume and (self.output_dir / "checkpoint_latest.pth").is_file():
             self.restore(self.output_dir / "checkpoint_latest.pth")
-        elif resume:
-            logger.warning("--continue: no checkpoint_latest.pth in %s, starting from scratch", self.output_dir)
+        else:
+            if resume:
+                logger.warning("--continue: no checkpoint_latest.pth in %s, starting from scratch", self.output_dir)
+            if init_from is not None:
+                self.initialize_from(Path(init_from))
         self._write_run_files()
         train_stream, val_stream = self.make_streams()
         try:

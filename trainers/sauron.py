@@ -129,10 +129,10 @@ class SauronTrainer(Trainer):
                         sum(r["width"] for r in report.values()))
 
     # ---- summary ---------------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False, progress: bool = True) -> dict:
+    def fit(self, resume: bool = False, progress: bool = True, init_from=None) -> dict:
         """Trains, validates, and adds parameters/FLOPs before and after pruning to the returned summary
         (also written to ``pruning_summary.json``)."""
-        summary = super().fit(resume, progress)
+        summary = super().fit(resume, progress, init_from)
         before = measure(unpruned_like(self.network), self.cfg.patch_size)
         after = measure(self.network, self.cfg.patch_size)
         summary["pruning"] = {
