@@ -6,7 +6,12 @@ STAMP := $(VENV)/.sauronnet-installed
 # torch is pinned and installed first: 2.13.0 is the CPU wheel; anything unpinned pulls a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test install clean-demo
+# nnU-Net v2, the peer of the benchmarks, lives in its own venv and never becomes a dependency of SauronNet.
+BENCH_VENV ?= .bench-venv
+BENCH_BIN := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.nnunet-installed
+
+.PHONY: demo test install clean-demo bench bench-quick bench-test bench-venv
 
 install: $(STAMP)
 
@@ -25,3 +30,25 @@ demo: $(STAMP)
 
 clean-demo:
 	rm -rf sauron_data
+
+bench-venv: $(BENCH_STAMP)
+
+# same torch pin first (a bare `pip install nnunetv2` pulls a CUDA torch); SauronNet too, for `make bench-test`
+$(BENCH_STAMP): setup.py
+	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install --quiet --upgrade pip
+	$(BENCH_BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BENCH_BIN)/python -m pip install --quiet nnunetv2 $(TORCH_PIN)
+	$(BENCH_BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+# the side-by-side test against nnU-Net itself (skipped by `make test`, where nnunetv2 is not installed)
+bench-test: $(BENCH_STAMP)
+	$(BENCH_BIN)/python -m pytest -q -s tests/e2e/test_nnunet_peer.py
+
+# every peer benchmark, one after the other, into benchmarks/results/latest.md and README.md (~1 hour)
+bench: $(STAMP) bench-test
+	$(BIN)/python benchmarks/run_all.py
+
+bench-quick: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick --no-readme

@@ -27,10 +27,11 @@ def nnunet_bin(tool: str) -> Path | None:
 def toy64_spec():
     """The 10-case ~64³ set with 1 × 1 × 2.5 mm voxels used for nnU-Net parity (DESIGN.md §4).
 
-    Noise fills the background, so cropping keeps the whole ~62 × 70 × 62 (x, y, z) volume.
+    Noise fills the background, so cropping keeps the whole ~62 × 70 × 62 (x, y, z) volume. Two test images
+    (``imagesTs``/``labelsTs``) serve the prediction and pruning benchmarks; planning never reads them.
     """
     from sauronnet.demo import DemoSpec
-    return DemoSpec(dataset_id=2, name="Toy64", n_train=10, n_test=0, size_xyz=(62, 70, 62), size_jitter=2,
+    return DemoSpec(dataset_id=2, name="Toy64", n_train=10, n_test=2, size_xyz=(62, 70, 62), size_jitter=2,
                     background_noise=True)
 
 
@@ -65,7 +66,7 @@ def _tree_memory(pid: int) -> int:
     return total
 
 
-def run_measured(cmd: Sequence[str], env: dict | None = None, poll_s: float = 0.02) -> tuple[float, int, str]:
+def run_measured(cmd: Sequence[str], env: dict | None = None, poll_s: float = 0.1) -> tuple[float, int, str]:
     """Runs ``cmd``; returns wall seconds, peak memory of its process tree (summed PSS, bytes), and its output.
 
     Raises:
@@ -83,6 +84,17 @@ def run_measured(cmd: Sequence[str], env: dict | None = None, poll_s: float = 0.
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{out[-4000:]}")
     return wall, peak, out
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Writes a benchmark's result rows as JSON (``make bench`` collects them into benchmarks/results/latest.md).
+
+    A row: ``benchmark``, ``dataset``, ``metric``, ``nnunet`` (the reference's value, or None), ``sauron``,
+    ``unit`` and ``goal`` (text, e.g. "<= 0.7" for the ratio).
+    """
+    import json
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(rows, indent=1))
 
 
 def threads_env(n: int) -> dict:
@@ -116,3 +128,37 @@ def build_nnunet_model(root: Path, dataset_id: int, configuration: str = "3d_ful
     run_measured(cmd + (["--base-width", str(base_width)] if base_width else []), env)
     name = next((root / "raw").glob(f"Dataset{dataset_id:03d}_*")).name
     return root / "nnunet_results" / name / f"nnUNetTrainer__nnUNetPlans__{configuration}"
+
+
+def compare_predictions(ours: Path, theirs: Path, labels: Sequence[int]) -> dict:
+    """Agreement of two folders of label maps (and ``CASE.npz`` probabilities when both have them).
+
+    Returns:
+        ``{"cases": n, "dice": {label: min over cases}, "voxel_agreement": fraction of equal voxels (all cases),
+        "prob_max_abs_diff" and "prob_p999_abs_diff": max and 99.9th percentile over voxels of the probability
+        difference (None without probabilities)}``; a label absent from both maps of a case does not count.
+    """
+    import numpy as np
+    import SimpleITK as sitk
+
+    from sauronnet.evaluation import dice_per_class
+
+    cases = sorted(p.name[:-len(".nii.gz")] for p in Path(theirs).glob("*.nii.gz"))
+    if not cases:
+        raise FileNotFoundError(f"{theirs}: no .nii.gz predictions")
+    worst = {int(c): 1.0 for c in labels}
+    diff, p999, equal, total = None, None, 0, 0
+    for case in cases:
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(ours) / f"{case}.nii.gz")))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(theirs) / f"{case}.nii.gz")))
+        equal, total = equal + int((a == b).sum()), total + a.size
+        for label, d in dice_per_class(a, b, labels).items():
+            if d == d:  # NaN: the label is in neither map
+                worst[label] = min(worst[label], d)
+        pa, pb = Path(ours) / f"{case}.npz", Path(theirs) / f"{case}.npz"
+        if pa.is_file() and pb.is_file():
+            delta = np.abs(np.load(pa)["probabilities"] - np.load(pb)["probabilities"]).max(0)
+            d, q = float(delta.max()), float(np.percentile(delta, 99.9))
+            diff, p999 = (d, q) if diff is None else (max(diff, d), max(p999, q))
+    return {"cases": len(cases), "dice": worst, "voxel_agreement": equal / total, "prob_max_abs_diff": diff,
+            "prob_p999_abs_diff": p999}

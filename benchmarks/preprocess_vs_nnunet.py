@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import CACHE, OUR_BIN, cpu_model, nnunet_bin, run_measured, threads_env, toy64_spec  # noqa: E402
+from benchmarks.common import (CACHE, OUR_BIN, cpu_model, nnunet_bin, run_measured, threads_env, toy64_spec,  # noqa: E402,E501
+                               write_rows)
 
 
 def measure(raw_dataset: Path, n_proc: int, repeats: int, preset: str = "nnunet") -> dict:
@@ -52,8 +53,11 @@ def measure(raw_dataset: Path, n_proc: int, repeats: int, preset: str = "nnunet"
     return results
 
 
-def summarise(name: str, results: dict) -> list[str]:
-    med = {k: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for k, v in results.items()}
+def medians(results: dict) -> dict:
+    return {k: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for k, v in results.items()}
+
+
+def summarise(name: str, med: dict) -> list[str]:
     (tw, tr), (nw, nr) = med["sauron"], med["nnunet"]
     return [f"| {name} | {nw:.2f} s | {tw:.2f} s | {tw / nw:.3f} | {nr / 2**20:.0f} MiB | {tr / 2**20:.0f} MiB | "
             f"{tr / nr:.3f} |"]
@@ -68,6 +72,7 @@ def main(argv=None) -> int:
                         help="add the TotalSegmentator 2.18.0 sdist CT cases (benchmarks/real_ct.py)")
     parser.add_argument("-np", type=int, default=2, help="worker processes for both tools")
     parser.add_argument("-n", "--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
     args = parser.parse_args(argv)
     from sauronnet.demo import DemoSpec, write_demo_dataset
     datasets = list(args.raw_datasets)
@@ -85,9 +90,19 @@ def main(argv=None) -> int:
              "| dataset | nnU-Net time | SauronNet time | time ratio | nnU-Net peak PSS | SauronNet peak PSS "
              "| memory ratio |",
              "|---|---|---|---|---|---|---|"]
+    rows = []
     for d in datasets:
-        lines += summarise(d.name, measure(d.resolve(), args.np, args.repeats))
+        med = medians(measure(d.resolve(), args.np, args.repeats))
+        lines += summarise(d.name, med)
+        what = f"plan+preprocess 3d_fullres (-np {args.np})"
+        rows += [{"benchmark": what, "dataset": d.name, "metric": "wall time", "nnunet": med["nnunet"][0],
+                  "sauron": med["sauron"][0], "unit": "s", "goal": "<= 0.33"},
+                 {"benchmark": what, "dataset": d.name, "metric": "peak memory (PSS, process tree)",
+                  "nnunet": med["nnunet"][1] / 2**20, "sauron": med["sauron"][1] / 2**20, "unit": "MiB",
+                  "goal": "<= 0.5"}]
     print("\n".join(lines))
+    if args.json:
+        write_rows(args.json, rows)
     return 0
 
 

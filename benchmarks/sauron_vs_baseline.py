@@ -1,8 +1,12 @@
-"""Sauron vs the unpruned baseline on the demo dataset (cpu preset): Dice, size, FLOPs, CPU inference time.
+"""Sauron vs the unpruned baseline (cpu preset): Dice, size, FLOPs, CPU inference time.
 
 Usage::
 
-    .venv/bin/python benchmarks/sauron_vs_baseline.py [--epochs 100] [--iters 25] [--threads 2] [--skip-training]
+    .venv/bin/python benchmarks/sauron_vs_baseline.py [--dataset toy64|demo] [--epochs 100] [--iters 25]
+        [--threads 2] [--skip-training] [--json FILE]
+
+Datasets: ``toy64`` (default; the 10-case ~64³ set of the nnU-Net comparisons, 2 held-out test cases) or
+``demo`` (the demo dataset, 12 training / 4 test cases).
 
 Trains ``Trainer`` and ``SauronTrainer`` (fold ``all``, identical epochs, iterations and seed, the paper's
 constants) with the command line into ``benchmarks/cache/``, then prints one table:
@@ -28,10 +32,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import CACHE, OUR_BIN, cpu_model, threads_env  # noqa: E402
+from benchmarks.common import CACHE, OUR_BIN, cpu_model, threads_env, toy64_spec, write_rows  # noqa: E402
 
-ROOT = CACHE / "sauron_vs_baseline"
 TRAINERS = ("Trainer", "SauronTrainer")
+ROOT = CACHE / "sauron_vs_baseline"
+DATASET = "Dataset001_Demo"
+
+
+def use_dataset(which: str) -> None:
+    """Points the module at the demo or the toy64 set (each with its own cache folder)."""
+    global ROOT, DATASET
+    ROOT = CACHE / "sauron_vs_baseline" / which
+    DATASET = "Dataset002_Toy64" if which == "toy64" else "Dataset001_Demo"
 
 
 def env() -> dict:
@@ -44,23 +56,26 @@ def run(cmd: list) -> None:
     subprocess.run(list(map(str, cmd)), env=env(), check=True)
 
 
-def train(epochs: int, iters: int, threads: int) -> None:
-    run([OUR_BIN / "sauron_demo_data", "--overwrite"])
-    run([OUR_BIN / "sauron_plan_and_preprocess", "-d", "1", "--preset", "cpu", "--no-progress"])
+def train(epochs: int, iters: int, threads: int, rho: int | None = None) -> None:
+    from sauronnet.demo import DemoSpec, write_demo_dataset
+    write_demo_dataset(ROOT / "raw", toy64_spec() if DATASET == "Dataset002_Toy64" else DemoSpec(), overwrite=True)
+    task = DATASET[7:10]
+    run([OUR_BIN / "sauron_plan_and_preprocess", "-d", task, "--preset", "cpu", "--no-progress"])
     for tr in TRAINERS:
-        run([OUR_BIN / "sauron_train", "1", "all", "-tr", tr, "-p", "cpu", "--epochs", epochs, "--iters", iters,
-             "--threads", threads, "--no-progress"])
+        extra = ["--rho", rho] if rho is not None and tr == "SauronTrainer" else []
+        run([OUR_BIN / "sauron_train", task, "all", "-tr", tr, "-p", "cpu", "--epochs", epochs, "--iters", iters,
+             "--threads", threads, "--no-progress", *extra])
 
 
 def model_dir(trainer: str) -> Path:
-    return ROOT / "results" / "Dataset001_Demo" / f"{trainer}__cpu__3d_fullres"
+    return ROOT / "results" / DATASET / f"{trainer}__cpu__3d_fullres"
 
 
 def evaluate(trainer: str) -> dict:
     out = ROOT / "predictions" / trainer
-    images = ROOT / "raw" / "Dataset001_Demo" / "imagesTs"
+    images = ROOT / "raw" / DATASET / "imagesTs"
     run([OUR_BIN / "sauron_predict", "-i", images, "-o", out, "-m", model_dir(trainer), "--no-progress"])
-    run([OUR_BIN / "sauron_evaluate", "-ref", ROOT / "raw" / "Dataset001_Demo" / "labelsTs", "-pred", out])
+    run([OUR_BIN / "sauron_evaluate", "-ref", ROOT / "raw" / DATASET / "labelsTs", "-pred", out])
     return json.loads((out / "summary.json").read_text())
 
 
@@ -74,7 +89,7 @@ def inference_times(threads: int, repeats: int = 3) -> dict[str, float]:
 
     torch.set_num_threads(threads)
     predictors = {t: Predictor.from_model_dir(model_dir(t), mirror=False) for t in TRAINERS}
-    images = sorted((ROOT / "raw" / "Dataset001_Demo" / "imagesTs").iterdir())
+    images = sorted((ROOT / "raw" / DATASET / "imagesTs").iterdir())
     first = predictors[TRAINERS[0]]
     cases = []
     for p in images:
@@ -103,15 +118,20 @@ def complexity(trainer: str) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["toy64", "demo"], default="toy64")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--iters", type=int, default=25)
+    parser.add_argument("--rho", type=int, help="Sauron's plateau/patience epochs (default: the paper's 5; short "
+                                                "runs need fewer for the thresholds to climb)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-training", action="store_true", help="reuse the models already trained")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
     args = parser.parse_args(argv)
+    use_dataset(args.dataset)
     os.environ.update(threads_env(args.threads))
     t0 = time.perf_counter()
     if not args.skip_training:
-        train(args.epochs, args.iters, args.threads)
+        train(args.epochs, args.iters, args.threads, args.rho)
     dice = {t: evaluate(t) for t in TRAINERS}
     size = {t: complexity(t) for t in TRAINERS}
     infer = inference_times(args.threads)
@@ -120,10 +140,11 @@ def main(argv=None) -> int:
     first, last = epochs[0]["epoch_time"], epochs[-1]["epoch_time"]
     base, sau = TRAINERS
     labels = dice[base]["labels"]
-    lines = [f"Sauron vs baseline, demo dataset (cpu preset), fold all, {len(epochs)} epochs x {args.iters} "
+    lines = [f"Sauron vs baseline, {DATASET} (cpu preset), fold all, {len(epochs)} epochs x {args.iters} "
              f"iterations, seed fixed; {args.threads} threads; CPU: {cpu_model()}",
-             f"command: .venv/bin/python benchmarks/sauron_vs_baseline.py --epochs {args.epochs} --iters "
-             f"{args.iters} --threads {args.threads}", "",
+             f"command: .venv/bin/python benchmarks/sauron_vs_baseline.py --dataset {args.dataset} --epochs "
+             f"{args.epochs} --iters {args.iters} --threads {args.threads}"
+             f"{'' if args.rho is None else f' --rho {args.rho}'}", "",
              "| metric | Trainer (unpruned) | SauronTrainer | ratio / change |", "|---|---|---|---|"]
     for c in labels:
         a, b = dice[base]["mean"][str(c)]["dice"], dice[sau]["mean"][str(c)]["dice"]
@@ -138,6 +159,21 @@ def main(argv=None) -> int:
     lines.append(f"| Sauron epoch time first / last | | {first:.1f} s / {last:.1f} s | {last / first:.2f}x |")
     print("\n".join(lines))
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        what = (f"Sauron vs unpruned ({len(epochs)} ep x {args.iters} it"
+                f"{'' if args.rho is None else f', rho {args.rho}'})")
+
+        def row(metric, ref, ours, unit="", goal=""):
+            return {"benchmark": what, "dataset": args.dataset, "metric": metric, "nnunet": ref, "sauron": ours,
+                    "unit": unit, "goal": goal, "reference": "Trainer (unpruned)"}
+        write_rows(args.json, [
+            row("forward FLOPs per patch", size[base][1] / 1e9, size[sau][1] / 1e9, "GFLOP", "<= 0.1"),
+            row("parameters", size[base][0], size[sau][0], "", ""),
+            row("CPU inference per test case (no TTA)", infer[base], infer[sau], "s", "<= 0.25"),
+            row("test Dice, mean foreground", dice[base]["foreground_mean_dice"],
+                dice[sau]["foreground_mean_dice"], "", "drop <= 0.01"),
+            row("epoch time, last / first (Sauron run)", first, last, "s", "<= 0.5"),
+        ])
     return 0
 
 

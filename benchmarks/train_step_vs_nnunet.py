@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import BENCH_VENV, CACHE, OUR_BIN, cpu_model, nnunet_bin, run_measured, threads_env, toy64_spec  # noqa: E402,E501
+from benchmarks.common import (BENCH_VENV, CACHE, OUR_BIN, cpu_model, nnunet_bin, run_measured, threads_env,  # noqa: E402,E501
+                               toy64_spec, write_rows)
 
 OURS = r'''
 import json, sys, numpy as np, torch
@@ -108,6 +109,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
     args = parser.parse_args(argv)
     if nnunet_bin("nnUNetv2_plan_and_preprocess") is None:
         raise SystemExit("nnU-Net v2 not found in .bench-venv")
@@ -141,6 +143,10 @@ def main(argv=None) -> int:
           f"median of {args.steps} interleaved steps after {args.warmup} warm-up; CPU: {cpu_model()}")
     print("| | nnU-Net nnUNetTrainer.train_step | SauronNet Trainer.train_step | ratio |\n|---|---|---|---|")
     print(f"| median step | {med['nnunet']:.2f} s | {med['sauron']:.2f} s | {med['sauron'] / med['nnunet']:.3f} |")
+    if args.json:
+        write_rows(args.json, [{"benchmark": "training step, nnU-Net's toy plan (patch 64x80x64, batch 2)",
+                                "dataset": "toy64", "metric": f"median step ({args.threads} threads)",
+                                "nnunet": med["nnunet"], "sauron": med["sauron"], "unit": "s", "goal": "<= 1.0"}])
     return 0
 
 

@@ -1,6 +1,7 @@
 """From network probabilities on the preprocessed grid back to the input's grid (nnU-Net's export rules).
 
-Probabilities are resampled (linear, low-resolution axis nearest when anisotropic) to the cropped input shape,
+Probabilities (or, for imported nnU-Net models, logits — nnU-Net v2 resamples logits and applies the softmax
+afterwards) are resampled (linear, low-resolution axis nearest when anisotropic) to the cropped input shape,
 turned into labels by argmax, pasted into the uncropped volume (background outside the crop box) and
 transposed back, so the label map lies voxel for voxel on the input image.
 """
@@ -14,19 +15,30 @@ from sauronnet.preprocessing.resample import resample_data
 
 
 def restore_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,
-                          config: ConfigurationPlan) -> np.ndarray:
+                          config: ConfigurationPlan, logits: bool = False) -> np.ndarray:
     """float32 (K, z, y, x) on the preprocessed grid → float32 (K, Z, Y, X) on the input grid.
 
-    Outside the crop box the background probability is 1.
+    Outside the crop box the background probability is 1. With ``logits``, ``probs`` are logits: they are
+    resampled as such and turned into probabilities afterwards (nnU-Net v2's order, used for imported models).
     """
-    return uncrop(_resample_back(probs, props, config), props, plans.transpose_backward, first_channel_outside=1)
+    back = _resample_back(probs, props, config)
+    if logits:
+        back = softmax(back)
+    return uncrop(back, props, plans.transpose_backward, first_channel_outside=1)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 0, float32, without overflow."""
+    e = np.exp(logits - logits.max(0, keepdims=True))
+    return (e / e.sum(0, keepdims=True)).astype(np.float32)
 
 
 def probabilities_to_labels(probs: np.ndarray, props: CaseProperties, plans: Plans,
                             config: ConfigurationPlan) -> np.ndarray:
     """float32 (K, z, y, x) on the preprocessed grid → uint8/int16 label map (Z, Y, X) on the input grid.
 
-    Uses less memory than :func:`restore_probabilities`: only the cropped region is held at full resolution.
+    ``probs`` may as well be logits (same argmax). Uses less memory than :func:`restore_probabilities`: only the
+    cropped region is held at full resolution.
     """
     labels = _resample_back(probs, props, config).argmax(0).astype(label_dtype(probs.shape[0]))
     return uncrop(labels, props, plans.transpose_backward)

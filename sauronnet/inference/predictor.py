@@ -2,7 +2,8 @@
 
 ``Predictor.from_model_dir(dir, folds)`` rebuilds every fold's (possibly pruned) network from its checkpoint
 alone; :meth:`Predictor.predict` takes the raw image channels of one case and returns the label map on the
-input's grid (and, if asked, the class probabilities). Folds are ensembled by averaging softmax probabilities.
+input's grid (and, if asked, the class probabilities). Folds are ensembled by averaging softmax probabilities
+(imported nnU-Net models: by averaging logits, resampled before the softmax, as nnU-Net v2 does).
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class Predictor:
 
     def __init__(self, networks: Sequence[UNet], plans: Plans, configuration: str, step: float = 0.5,
                  mirror: bool = True, device: str | torch.device = "cpu",
-                 keep_largest_component: Sequence[int] = (), allowed_mirror_axes: Sequence[int] | None = None):
+                 keep_largest_component: Sequence[int] = (), allowed_mirror_axes: Sequence[int] | None = None,
+                 average_logits: bool = False):
         if not networks:
             raise ValueError("a predictor needs at least one network")
         if not 0 < step <= 1:
@@ -64,6 +66,7 @@ class Predictor:
         allowed = tuple(range(self.config.network.dim)) if allowed_mirror_axes is None else allowed_mirror_axes
         self.mirror_axes = tuple(allowed) if mirror else ()
         self.keep_largest_component = tuple(keep_largest_component)
+        self.average_logits = average_logits
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, folds: Sequence[str] | None = None, checkpoint: str = "final",
@@ -91,19 +94,24 @@ class Predictor:
             if p != plans or c != configuration:
                 raise ValueError(f"{model_dir}/fold_{f} was trained with other plans or configuration than "
                                  f"fold_{folds[0]}; ensemble only folds of one model")
-        # an imported nnU-Net model carries its trainer's allowed mirroring axes; ours mirror along all axes
+        # an imported nnU-Net model carries its trainer's allowed mirroring axes (ours mirror along all axes) and
+        # asks for nnU-Net's export rule (folds averaged and resampled as logits, softmax after)
         allowed = ckpts[0].get("mirror_axes")
+        logits = ckpts[0].get("score_space") == "logits"
         keep: set[int] | None = None
         for f in folds:
             path = model_dir / f"fold_{f}" / POSTPROCESSING_FILE
             labels = set(read_json(path)["keep_largest_component"]) if postprocess and path.is_file() else set()
             keep = labels if keep is None else keep & labels
         return cls([n.to(dev).eval() for n, _, _ in loaded], plans, configuration, step, mirror, device,
-                   sorted(keep or ()), allowed)
+                   sorted(keep or ()), allowed, logits)
 
     @torch.inference_mode()
     def predict_preprocessed(self, data: np.ndarray) -> np.ndarray:
-        """Mean softmax over the folds for a preprocessed case: float32 (C, z, y, x) → (K, z, y, x)."""
+        """Mean softmax over the folds for a preprocessed case: float32 (C, z, y, x) → (K, z, y, x).
+
+        With ``average_logits`` (imported nnU-Net models): the folds' mean logits instead.
+        """
         x = torch.from_numpy(np.ascontiguousarray(data)).to(self.device)
         patch = self.config.patch_size
         probs = None
@@ -113,7 +121,7 @@ class Predictor:
                                       for z in range(x.shape[1])], dim=1)
             else:
                 logits = sliding_window(net, x, patch, self.step, True, self.mirror_axes)
-            p = torch.softmax(logits, 0)
+            p = logits if self.average_logits else torch.softmax(logits, 0)
             probs = p if probs is None else probs + p
         return (probs / len(self.networks)).cpu().numpy()
 
@@ -126,7 +134,7 @@ class Predictor:
         """
         pre, props = prepare_case(data, geometry, self.plans, self.config)
         return finish_case(self.predict_preprocessed(pre), props, self.plans, self.config,
-                           self.keep_largest_component, return_probabilities)
+                           self.keep_largest_component, return_probabilities, self.average_logits)
 
 
 def prepare_case(data: np.ndarray, geometry: Geometry, plans: Plans, config: ConfigurationPlan
@@ -140,11 +148,13 @@ def prepare_case(data: np.ndarray, geometry: Geometry, plans: Plans, config: Con
 
 
 def finish_case(probs: np.ndarray, props: CaseProperties, plans: Plans, config: ConfigurationPlan,
-                keep_largest: Sequence[int] = (), return_probabilities: bool = False) -> Prediction:
-    """Probabilities on the preprocessed grid → label map (and probabilities) on the input grid, postprocessed."""
+                keep_largest: Sequence[int] = (), return_probabilities: bool = False,
+                logits: bool = False) -> Prediction:
+    """Probabilities (or, with ``logits``, logits) on the preprocessed grid → label map (and probabilities) on
+    the input grid, postprocessed."""
     if return_probabilities:
         # resample once; outside the crop box background has probability 1, so argmax gives 0 there
-        full = restore_probabilities(probs, props, plans, config)
+        full = restore_probabilities(probs, props, plans, config, logits)
         labels = full.argmax(0).astype(label_dtype(full.shape[0]))
     else:
         full, labels = None, probabilities_to_labels(probs, props, plans, config)
@@ -165,8 +175,8 @@ def _load(job: tuple) -> tuple[np.ndarray, CaseProperties, Geometry]:
 
 
 def _save(job: tuple) -> None:
-    probs, props, plans, config, keep, geometry, target, probabilities_path = job
-    pred = finish_case(probs, props, plans, config, keep, probabilities_path is not None)
+    probs, props, plans, config, keep, logits, geometry, target, probabilities_path = job
+    pred = finish_case(probs, props, plans, config, keep, probabilities_path is not None, logits)
     write_seg(pred.labels, geometry, target)
     if probabilities_path is not None:
         with atomic_path(probabilities_path, ".npz") as tmp:
@@ -189,7 +199,7 @@ def predict_cases(predictor: Predictor, cases: Sequence[InputCase], out_dir: Pat
 
     def save_job(probs, props, geometry, case):
         npz = out_dir / f"{case.case_id}.npz" if save_probabilities else None
-        return probs, props, plans, config, keep, geometry, output_path(out_dir, case), npz
+        return probs, props, plans, config, keep, predictor.average_logits, geometry, output_path(out_dir, case), npz
 
     bar = tqdm(todo, desc="Predict", disable=not progress, unit="case")
     if num_processes <= 1:

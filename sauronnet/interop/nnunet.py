@@ -105,9 +105,9 @@ def convert_plans(plans: Mapping[str, Any], dataset_json: Mapping[str, Any], con
     cfg = resolve_configuration(plans, configuration, where)
     here = f"{where} configurations.{configuration}"
     if cfg.get("previous_stage"):
-        raise NnUNetImportError(f"{here}: a cascade stage (previous_stage {cfg['previous_stage']!r}); cascades need the "
-                           "previous stage's segmentation as input and are not supported — import the "
-                           "3d_fullres or 3d_lowres model instead")
+        raise NnUNetImportError(f"{here}: a cascade stage (previous_stage {cfg['previous_stage']!r}); cascades need "
+                                "the previous stage's segmentation as input and are not supported — import the "
+                                "3d_fullres or 3d_lowres model instead")
     try:
         channel_names = parse_channel_names(dataset_json, Path("dataset.json"))
         labels = parse_labels(dataset_json, Path("dataset.json"))
@@ -115,7 +115,7 @@ def convert_plans(plans: Mapping[str, Any], dataset_json: Mapping[str, Any], con
         raise NnUNetImportError("; ".join(e.problems)) from None
     if "regions_class_order" in dataset_json:
         raise NnUNetImportError("dataset.json: regions_class_order is set (a region-based model); region-based "
-                           "training is not supported")
+                                "training is not supported")
     arch = cfg.get("architecture", {})
     network = _convert_architecture(arch, here)
     n_ch = len(channel_names)
@@ -123,7 +123,7 @@ def convert_plans(plans: Mapping[str, Any], dataset_json: Mapping[str, Any], con
     for i, scheme in enumerate(cfg["normalization_schemes"]):
         if scheme not in NORMALIZATION:
             raise NnUNetImportError(f"{here}.normalization_schemes[{i}]: {scheme!r} is not supported "
-                               f"(supported: {sorted(NORMALIZATION)})")
+                                    f"(supported: {sorted(NORMALIZATION)})")
         schemes.append(NORMALIZATION[scheme])
     if len(schemes) != n_ch:
         raise NnUNetImportError(f"{here}: {len(schemes)} normalization schemes for {n_ch} channels in dataset.json")
@@ -132,16 +132,16 @@ def convert_plans(plans: Mapping[str, Any], dataset_json: Mapping[str, Any], con
         fn, kwargs = cfg.get(f"resampling_fn_{kind}"), cfg.get(f"resampling_fn_{kind}_kwargs", {})
         if fn != "resample_data_or_seg_to_shape":
             raise NnUNetImportError(f"{here}.resampling_fn_{kind}: {fn!r} is not supported (only nnU-Net's default "
-                               "resample_data_or_seg_to_shape)")
+                                    "resample_data_or_seg_to_shape)")
         if kwargs.get("force_separate_z") is not None:
             raise NnUNetImportError(f"{here}.resampling_fn_{kind}_kwargs.force_separate_z: only null (decide from the "
-                               "spacing, nnU-Net's default) is supported")
+                                    "spacing, nnU-Net's default) is supported")
         resampling[kind] = (int(kwargs.get("order", 3 if kind == "data" else 1)), int(kwargs.get("order_z", 0)))
     stats = plans.get("foreground_intensity_properties_per_channel") or \
         (fingerprint or {}).get("foreground_intensity_properties_per_channel")
     if not stats:
         raise NnUNetImportError(f"{where}: no foreground_intensity_properties_per_channel (in the plans or "
-                           "dataset_fingerprint.json)")
+                                "dataset_fingerprint.json)")
     intensity = tuple(IntensityStats(**{k: float(stats[str(c)][k]) for k in IntensityStats.__dataclass_fields__})
                       for c in range(n_ch))
     patch = tuple(int(p) for p in cfg["patch_size"])
@@ -171,23 +171,23 @@ def _convert_architecture(arch: Mapping[str, Any], here: str) -> NetworkPlan:
     if cls != PLAIN_CONV_UNET:
         what = "a residual-encoder U-Net (nnU-Net ResEnc presets)" if "Residual" in str(cls) else repr(cls)
         raise NnUNetImportError(f"{here}.architecture.network_class_name: {what}; only nnU-Net's default "
-                           f"{PLAIN_CONV_UNET} can be imported (SauronNet's network has no residual blocks)")
+                                f"{PLAIN_CONV_UNET} can be imported (SauronNet's network has no residual blocks)")
     kw = arch.get("arch_kwargs", {})
     for key, allowed in _REQUIRED_ARCH.items():
         if kw.get(key) not in allowed:
             raise NnUNetImportError(f"{here}.architecture.arch_kwargs.{key}: {kw.get(key)!r} is not supported "
-                               f"(SauronNet's network uses {allowed[0]})")
+                                    f"(SauronNet's network uses {allowed[0]})")
     norm_kwargs = kw.get("norm_op_kwargs") or {}
     if not norm_kwargs.get("affine", False) or float(norm_kwargs.get("eps", 1e-5)) != 1e-5:
         raise NnUNetImportError(f"{here}.architecture.arch_kwargs.norm_op_kwargs: {norm_kwargs} is not supported "
-                           "(needs affine true, eps 1e-5)")
+                                "(needs affine true, eps 1e-5)")
     slope = float((kw.get("nonlin_kwargs") or {}).get("negative_slope", 0.01))
     if slope != 0.01:
         raise NnUNetImportError(f"{here}.architecture.arch_kwargs.nonlin_kwargs.negative_slope: {slope} is not "
-                           "supported (SauronNet uses 0.01)")
+                                "supported (SauronNet uses 0.01)")
     if kw.get("dropout_op") is not None:
         raise NnUNetImportError(f"{here}.architecture.arch_kwargs.dropout_op: {kw['dropout_op']!r}; dropout is not "
-                           "supported")
+                                "supported")
     if kw.get("nonlin_first", False):
         raise NnUNetImportError(f"{here}.architecture.arch_kwargs.nonlin_first: true is not supported")
     n = int(kw["n_stages"])
@@ -251,17 +251,17 @@ def convert_state_dict(weights: Mapping[str, torch.Tensor], template: Mapping[st
                 out[key] = torch.zeros_like(ref)
                 continue
             raise NnUNetImportError(f"network_weights: {src} is missing; the checkpoint does not match the plans' "
-                               "PlainConvUNet")
+                                    "PlainConvUNet")
         w = weights[src]
         if tuple(w.shape) != tuple(ref.shape):
             raise NnUNetImportError(f"network_weights: {src} has shape {tuple(w.shape)}, the plans give "
-                               f"{tuple(ref.shape)}; the checkpoint does not match plans.json")
+                                    f"{tuple(ref.shape)}; the checkpoint does not match plans.json")
         out[key] = w.detach().to(ref.dtype).clone()
         used.add(src)
     unused = sorted(k for k in weights if k not in used and not _is_alias(k))
     if unused:
         raise NnUNetImportError(f"network_weights: entries SauronNet's network has no place for: {unused[:5]}"
-                           f"{' ...' if len(unused) > 5 else ''}")
+                                f"{' ...' if len(unused) > 5 else ''}")
     return out
 
 
@@ -284,9 +284,9 @@ def load_nnunet_checkpoint(path: Path) -> dict:
         if "weights_only" not in str(e) and "Unsupported global" not in str(e):
             raise NnUNetImportError(f"{path}: cannot read the checkpoint ({e})") from None
         raise NnUNetImportError(f"{path}: the checkpoint holds Python objects beyond tensors, containers and numpy "
-                           f"scalars, and is not loaded (unpickling them could run code). torch said: "
-                           f"{str(e).splitlines()[0]}. If you trust the file, re-save its 'network_weights' "
-                           "from nnU-Net's environment with torch.save and import again.") from None
+                                f"scalars, and is not loaded (unpickling them could run code). torch said: "
+                                f"{str(e).splitlines()[0]}. If you trust the file, re-save its 'network_weights' "
+                                "from nnU-Net's environment with torch.save and import again.") from None
     missing = [k for k in ("network_weights", "init_args", "trainer_name") if k not in ckpt]
     if missing:
         raise NnUNetImportError(f"{path}: not an nnU-Net v2 checkpoint (missing {missing})")
@@ -345,7 +345,7 @@ def import_nnunet_model(model_folder: str | Path, out_dir: str | Path, folds: Se
             plans = convert_plans(nn_plans, dataset_json, configuration, fingerprint, str(src / "plans.json"))
         elif cfg_name != configuration:
             raise NnUNetImportError(f"{path}: configuration {cfg_name!r} differs from fold_{folds[0]}'s "
-                               f"{configuration!r}; import one model at a time")
+                                    f"{configuration!r}; import one model at a time")
         cfg = plans.configuration(configuration)
         net = build_network(cfg.network, len(plans.channel_names), plans.num_classes, None, deep_supervision=True)
         arch = resolve_configuration(nn_plans, configuration, "plans.json")["architecture"]["arch_kwargs"]
@@ -357,6 +357,8 @@ def import_nnunet_model(model_folder: str | Path, out_dir: str | Path, folds: Se
             "epoch": int(ckpt.get("current_epoch", 0)),
             # nnU-Net mirrors only along these at inference; None (or absent) means no mirroring
             "mirror_axes": [] if mirror is None else [int(a) for a in mirror],
+            # nnU-Net averages folds as logits and resamples logits before the softmax; the predictor follows it
+            "score_space": "logits",
             "source": {"nnunet_checkpoint": str(path.resolve()), "trainer_name": trainer_name},
         }
 
