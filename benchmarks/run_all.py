@@ -37,6 +37,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "latest.md"
 README = ROOT / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 THREADS = 2
+DATASETS = {"toy64": "synthetic ~64³ (toy64)", "real_ct": "real CT (TotalSegmentator sdist)"}
 
 
 def steps(quick: bool) -> dict[str, list[str]]:
@@ -82,7 +83,8 @@ def render(rows: list[dict], header: list[str]) -> str:
         ratio, goal = _ratio_and_goal(r)
         reference = r.get("reference", "nnU-Net v2")
         ref = f"{_fmt(r.get('nnunet'), r['unit'])} ({reference})" if r.get("nnunet") is not None else ""
-        lines.append(f"| {r['benchmark']} | {r['dataset']} | {r['metric']} | {ref} | {_fmt(r['sauron'], r['unit'])} "
+        dataset = DATASETS.get(r["dataset"], r["dataset"])
+        lines.append(f"| {r['benchmark']} | {dataset} | {r['metric']} | {ref} | {_fmt(r['sauron'], r['unit'])} "
                      f"| {ratio} | {goal} |")
     return "\n".join(lines) + "\n"
 

@@ -165,7 +165,7 @@ def main(argv=None) -> int:
 
         def row(metric, ref, ours, unit="", goal=""):
             return {"benchmark": what, "dataset": args.dataset, "metric": metric, "nnunet": ref, "sauron": ours,
-                    "unit": unit, "goal": goal, "reference": "Trainer (unpruned)"}
+                    "unit": unit, "goal": goal, "reference": "unpruned Trainer"}
         write_rows(args.json, [
             row("forward FLOPs per patch", size[base][1] / 1e9, size[sau][1] / 1e9, "GFLOP", "<= 0.1"),
             row("parameters", size[base][0], size[sau][0], "", ""),
