@@ -13,13 +13,13 @@ in ``labelsTs`` (nnU-Net never reads that folder).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from sauronnet.atomic import atomic_dir
 
 LABELS = {"background": 0, "lesion": 1, "vessel": 2}
 
@@ -116,9 +116,7 @@ def write_demo_dataset(raw_root: str | Path, spec: DemoSpec = DemoSpec(), overwr
     target = raw_root / spec.folder_name
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
-    raw_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.folder_name}.", dir=raw_root))
-    try:
+    with atomic_dir(target) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
             (tmp / sub).mkdir()
         for i in range(spec.n_train + spec.n_test):
@@ -135,10 +133,4 @@ def write_demo_dataset(raw_root: str | Path, spec: DemoSpec = DemoSpec(), overwr
             "numTraining": spec.n_train,
             "file_ending": ".nii.gz",
         }, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
