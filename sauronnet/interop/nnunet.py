@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from sauronnet.atomic import atomic_dir
 from sauronnet.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from sauronnet.dataset import DatasetError, parse_channel_names, parse_labels
 from sauronnet.fingerprint import IntensityStats
@@ -362,9 +362,7 @@ def import_nnunet_model(model_folder: str | Path, out_dir: str | Path, folds: Se
             "source": {"nnunet_checkpoint": str(path.resolve()), "trainer_name": trainer_name},
         }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as staging:
         for fold, payload in converted.items():
             fold_dir = staging / f"fold_{fold}"
             save_checkpoint(payload, fold_dir / CHECKPOINT_NAMES[checkpoint])
@@ -378,10 +376,4 @@ def import_nnunet_model(model_folder: str | Path, out_dir: str | Path, folds: Se
             "source": str(src.resolve()), "trainer_name": trainer_name, "configuration": configuration,
             "folds": list(converted), "checkpoint": CHECKPOINT_NAMES[checkpoint],
             "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ImportResult(out, tuple(converted), plans, configuration, trainer_name)

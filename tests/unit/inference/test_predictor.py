@@ -12,14 +12,14 @@ from tests.unit.preprocessing.test_preprocess import make_plans
 OBLIQUE = tuple(np.array([[0.0, -1.0, 0.0], [0.8660254, 0.0, -0.5], [0.5, 0.0, 0.8660254]]).ravel())
 
 
-def _predictor(seeds, mirror=False) -> Predictor:
+def _predictor(seeds, mirror=False, average_logits=False) -> Predictor:
     plans = make_plans((1.0, 1.0, 1.0), transpose=(2, 0, 1))
     cfg = plans.configuration("3d_fullres")
     nets = []
     for s in seeds:
         torch.manual_seed(s)
         nets.append(build_network(cfg.network, 1, plans.num_classes, deep_supervision=False).eval())
-    return Predictor(nets, plans, "3d_fullres", mirror=mirror)
+    return Predictor(nets, plans, "3d_fullres", mirror=mirror, average_logits=average_logits)
 
 
 @pytest.mark.parametrize("ending", [".nii.gz", ".nrrd"])
@@ -53,6 +53,32 @@ def test_two_fold_ensemble_is_the_mean_of_the_folds():
     b = _predictor([1]).predict_preprocessed(data)
     np.testing.assert_allclose(both, (a + b) / 2, atol=1e-6)
     np.testing.assert_allclose(both.sum(0), 1, atol=1e-5)
+
+
+def test_imported_models_average_logits_and_resample_them_before_the_softmax():
+    # nnU-Net v2's rule, which imported nnU-Net models follow
+    data = np.random.RandomState(1).randn(1, 10, 12, 9).astype(np.float32)
+    both = _predictor([0, 1], average_logits=True).predict_preprocessed(data)
+    a = _predictor([0], average_logits=True).predict_preprocessed(data)
+    b = _predictor([1], average_logits=True).predict_preprocessed(data)
+    np.testing.assert_allclose(both, (a + b) / 2, atol=1e-5)
+    assert not np.allclose(both.sum(0), 1, atol=1e-2)  # logits, not probabilities
+
+    from sauronnet.inference.export import restore_probabilities, softmax
+    from sauronnet.preprocessing.preprocess import preprocess_case
+    from sauronnet.io import Geometry
+    p = _predictor([0, 1], average_logits=True)
+    raw = np.random.RandomState(3).normal(100, 20, (1, 8, 10, 12)).astype(np.float32)
+    geo = Geometry((1.0, 1.0, 2.5), (0.0,) * 3, (1, 0, 0, 0, 1, 0, 0, 0, 1), (8, 10, 12))
+    pre, _, props = preprocess_case(raw, None, geo, "c", p.plans, p.config)
+    logits = p.predict_preprocessed(pre)
+    probs = restore_probabilities(logits, props, p.plans, p.config, logits=True)
+    from_logits = restore_probabilities(logits, props, p.plans, p.config)  # resampled as they are
+    np.testing.assert_allclose(probs, softmax(from_logits), atol=1e-6)  # softmax after resampling
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
+    pred = p.predict(raw, geo, return_probabilities=True)
+    np.testing.assert_allclose(pred.probabilities, probs, atol=1e-6)
+    np.testing.assert_array_equal(pred.labels, probs.argmax(0))
 
 
 def test_probabilities_on_the_input_grid():
