@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/plan_parity.py RAW_DATASET_DIR      # e.g. sauron_data/raw/Dataset001_Demo
     .venv/bin/python benchmarks/plan_parity.py --toy64              # generates the 10-case ~64³ set first
+    .venv/bin/python benchmarks/plan_parity.py --real-ct            # the TotalSegmentator sdist CTs
 
 Runs ``sauron_plan_and_preprocess --plan-only`` and, from ``.bench-venv``, ``nnUNetv2_plan_and_preprocess
 --no_pp`` on the same raw folder (temporary output folders), then prints one row per field and configuration,
@@ -20,10 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import CACHE, OUR_BIN, nnunet_bin, run_measured, toy64_spec  # noqa: E402
-
-NORM_NAMES = {"CTNormalization": "ct", "ZScoreNormalization": "zscore", "NoNormalization": "none",
-              "RescaleTo01Normalization": "rescale_to_0_1"}
+from benchmarks.common import CACHE, OUR_BIN, nnunet_bin, run_measured, toy64_spec, write_rows  # noqa: E402
+from sauronnet.interop.nnunet import NORMALIZATION as NORM_NAMES  # noqa: E402
 STATS = ("mean", "median", "std", "min", "max", "percentile_00_5", "percentile_99_5")
 
 
@@ -103,12 +102,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("raw_dataset", nargs="?", type=Path, help="a raw DatasetXXX_Name folder")
     parser.add_argument("--toy64", action="store_true", help="generate and use the 10-case ~64³ toy set")
+    parser.add_argument("--real-ct", action="store_true", help="the TotalSegmentator sdist CTs (real_ct.py)")
+    parser.add_argument("--json", type=Path, help="also write summary rows as JSON (used by make bench)")
     args = parser.parse_args(argv)
     if args.toy64:
         from sauronnet.demo import write_demo_dataset
         args.raw_dataset = write_demo_dataset(CACHE / "raw", toy64_spec(), overwrite=True)
+    elif args.real_ct:
+        from benchmarks.real_ct import ensure_dataset
+        args.raw_dataset = ensure_dataset()
     if args.raw_dataset is None:
-        parser.error("give RAW_DATASET_DIR or --toy64")
+        parser.error("give RAW_DATASET_DIR, --toy64 or --real-ct")
     with tempfile.TemporaryDirectory() as tmp:
         rows, ok = compare(*run_both(args.raw_dataset.resolve(), Path(tmp)))
     print(f"Plan parity on {args.raw_dataset.name}: nnU-Net v2.8.1 vs SauronNet --preset nnunet\n")
@@ -119,6 +123,17 @@ def main(argv=None) -> int:
         else:
             print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {'yes' if r[2] == r[3] else 'NO'} |")
     print("\nALL MATCH" if ok else "\nMISMATCH")
+    if args.json:
+        fields = [r for r in rows if not isinstance(r[-1], float)]
+        stats = [r[-1] for r in rows if isinstance(r[-1], float)]
+        label = "toy64" if args.toy64 else "real_ct" if args.real_ct else args.raw_dataset.name
+        write_rows(args.json, [
+            {"benchmark": "plans vs nnU-Net's planner (nnunet preset)", "dataset": label,
+             "metric": f"planned fields equal to nnU-Net's (fraction of {len(fields)})", "nnunet": None,
+             "sauron": sum(r[2] == r[3] for r in fields) / len(fields), "unit": "", "goal": ">= 1"},
+            {"benchmark": "plans vs nnU-Net's planner (nnunet preset)", "dataset": label,
+             "metric": "foreground intensity statistics, max relative difference", "nnunet": None,
+             "sauron": max(stats), "unit": "", "goal": "<= 0.01"}])
     return 0 if ok else 1
 
 

@@ -6,6 +6,7 @@ Usage::
 
 Runs, one after the other (never two at once: they share the CPU), with 2 torch/BLAS threads:
 
+0. ``plan_parity.py --toy64`` and ``--real-ct`` — our ``nnunet`` plans vs nnU-Net's, field by field;
 1. ``preprocess_vs_nnunet.py --toy64 --real-ct`` — plan + preprocess vs ``nnUNetv2_plan_and_preprocess``;
 2. ``train_step_vs_nnunet.py`` — one training step vs ``nnUNetTrainer.train_step``;
 3. ``predict_vs_nnunet.py --toy64 --real-ct`` — prediction with the same (imported) weights vs
@@ -43,6 +44,8 @@ DATASETS = {"toy64": "synthetic ~64³ (toy64)", "real_ct": "real CT (TotalSegmen
 def steps(quick: bool) -> dict[str, list[str]]:
     n = ["-n", "1"] if quick else []
     return {
+        "parity_toy64": ["plan_parity.py", "--toy64"],
+        "parity_real_ct": ["plan_parity.py", "--real-ct"],
         "preprocess": ["preprocess_vs_nnunet.py", "--toy64", "--real-ct", "-np", "2", *(n or ["-n", "3"])],
         "train_step": ["train_step_vs_nnunet.py", "--threads", str(THREADS),
                        *(["--steps", "3", "--warmup", "1"] if quick else [])],
@@ -69,6 +72,8 @@ def _ratio_and_goal(row: dict) -> tuple[str, str]:
     if ref in (None, 0):
         if goal.startswith(">="):
             return "", f"{goal} ({'met' if ours >= float(goal[2:]) else 'NOT met'})"
+        if goal.startswith("<="):
+            return "", f"{goal} ({'met' if ours <= float(goal[2:]) else 'NOT met'})"
         return "", goal
     ratio = ours / ref
     if goal.startswith("<="):
