@@ -11,7 +11,7 @@ import numpy as np
 
 from sauronnet.plans import ConfigurationPlan, Plans
 from sauronnet.preprocessing.preprocess import CaseProperties, uncrop
-from sauronnet.preprocessing.resample import resample_data
+from sauronnet.preprocessing.resample import resample_argmax, resample_data
 
 
 def restore_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,
@@ -37,10 +37,12 @@ def probabilities_to_labels(probs: np.ndarray, props: CaseProperties, plans: Pla
                             config: ConfigurationPlan) -> np.ndarray:
     """float32 (K, z, y, x) on the preprocessed grid → uint8/int16 label map (Z, Y, X) on the input grid.
 
-    ``probs`` may as well be logits (same argmax). Uses less memory than :func:`restore_probabilities`: only the
-    cropped region is held at full resolution.
+    ``probs`` may as well be logits (same argmax). Uses far less memory than :func:`restore_probabilities`: the
+    channels are resampled one at a time into a running argmax over the cropped region.
     """
-    labels = _resample_back(probs, props, config).argmax(0).astype(label_dtype(probs.shape[0]))
+    labels = resample_argmax(probs, props.shape_after_cropping, props.target_spacing, props.original_spacing,
+                             config.resampling_probabilities_order, config.resampling_data_order_z,
+                             label_dtype(probs.shape[0]))
     return uncrop(labels, props, plans.transpose_backward)
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from skimage.transform import resize
 
-from sauronnet.preprocessing.resample import compute_new_shape, resample_data, resample_seg, separate_z_axis
+from sauronnet.preprocessing.resample import (compute_new_shape, resample_argmax, resample_data, resample_seg,
+                                             separate_z_axis)
 
 
 def test_compute_new_shape_rounds_like_nnunet():
@@ -56,3 +57,16 @@ def test_seg_identity_shape_is_a_copy():
     seg = np.ones((2, 2, 2), np.int8)
     out = resample_seg(seg, (2, 2, 2), (1, 1, 1), (1, 1, 1))
     assert np.array_equal(out, seg) and out is not seg
+
+
+@pytest.mark.parametrize("cur, new", [((3.0, 1.0, 1.0), (2.0, 0.8, 0.8)),  # isotropic-enough: joint
+                                      ((5.0, 1.0, 1.0), (2.5, 0.7, 0.7)),  # separate z
+                                      ((1.0, 1.0, 1.0), (1.0, 1.0, 1.0))])  # no resampling
+def test_argmax_one_channel_at_a_time_equals_argmax_of_all(cur, new):
+    data = np.random.RandomState(4).randn(7, 6, 9, 8).astype(np.float32)
+    shape = compute_new_shape(data.shape[1:], cur, new)
+    expected = resample_data(data, shape, cur, new, order=1).argmax(0)
+    got = resample_argmax(data, shape, cur, new, order=1)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected)
+    assert (data == np.random.RandomState(4).randn(7, 6, 9, 8).astype(np.float32)).all()  # input untouched
