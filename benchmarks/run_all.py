@@ -51,7 +51,7 @@ def steps(quick: bool) -> dict[str, list[str]]:
                        *(["--steps", "3", "--warmup", "1"] if quick else [])],
         "predict": ["predict_vs_nnunet.py", "--toy64", "--real-ct", "--threads", str(THREADS), *n],
         "sauron": ["sauron_vs_baseline.py", "--dataset", "toy64", "--threads", str(THREADS),
-                   *(["--epochs", "8", "--iters", "10"] if quick else ["--epochs", "30", "--iters", "20"]),
+                   *(["--epochs", "8", "--iters", "10"] if quick else ["--epochs", "60", "--iters", "20"]),
                    "--rho", "2"],
     }
 
