@@ -14,7 +14,7 @@ def test_atomic_dir_replaces_the_folder_only_on_success(tmp_path):
             (tmp / "b.txt").write_text("two")
             raise RuntimeError("interrupted")
     assert sorted(p.name for p in target.iterdir()) == ["a.txt"]  # the old folder, untouched
-    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left
+    assert list(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left
     with atomic_dir(target) as tmp:
         (tmp / "c.txt").write_text("three")
     assert sorted(p.name for p in target.iterdir()) == ["c.txt"]

@@ -85,7 +85,7 @@ def test_converted_plans_match_nnunet_plans():
     cfg = plans.configuration("3d_fullres")
     assert list(cfg.spacing) == src["spacing"] and list(cfg.patch_size) == src["patch_size"]
     assert list(cfg.network.features_per_stage) == src["architecture"]["arch_kwargs"]["features_per_stage"]
-    assert [list(s) for s in cfg.network.strides] == src["architecture"]["arch_kwargs"]["strides"]
+    assert list(list(s) for s in cfg.network.strides) == src["architecture"]["arch_kwargs"]["strides"]
     assert cfg.normalization_schemes == ("zscore",) and list(cfg.use_mask_for_norm) == src["use_mask_for_norm"]
     assert (cfg.resampling_data_order, cfg.resampling_seg_order, cfg.resampling_probabilities_order) == (3, 1, 1)
     assert list(plans.transpose_forward) == nn_plans["transpose_forward"]
