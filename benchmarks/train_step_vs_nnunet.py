@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (BENCH_VENV, CACHE, OUR_BIN, cpu_model, nnunet_bin, run_measured, threads_env,  # noqa: E402,E501
-                               toy64_spec, write_rows)
+                               nnunet_env, toy64_spec, write_rows)
 
 OURS = r'''
 import json, sys, numpy as np, torch
@@ -97,11 +97,9 @@ def prepare() -> tuple[Path, Path]:
     env = {"SAURON_RAW": str(raw.parent), "SAURON_PREPROCESSED": str(root / "preprocessed"),
            "SAURON_RESULTS": str(root / "results")}
     run_measured([OUR_BIN / "sauron_plan_and_preprocess", "-d", "2", "--preset", "nnunet", "--no-progress"], env)
-    nn_pre = root / "nnunet_preprocessed"
     run_measured([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", "2", "-c", "3d_fullres", "-np", "2"],
-                 {"nnUNet_raw": str(raw.parent), "nnUNet_preprocessed": str(nn_pre),
-                  "nnUNet_results": str(root / "nnunet_results")})
-    return root, nn_pre
+                 nnunet_env(root))
+    return root, root / "nnunet_preprocessed"
 
 
 def main(argv=None) -> int:
@@ -114,8 +112,7 @@ def main(argv=None) -> int:
     if nnunet_bin("nnUNetv2_plan_and_preprocess") is None:
         raise SystemExit("nnU-Net v2 not found in .bench-venv")
     root, nn_pre = prepare()
-    env = {**os.environ, **threads_env(args.threads), "nnUNet_raw": str(root / "raw"),
-           "nnUNet_preprocessed": str(nn_pre), "nnUNet_results": str(root / "nnunet_results")}
+    env = {**os.environ, **threads_env(args.threads), **nnunet_env(root)}
     with tempfile.TemporaryDirectory():
         procs = {
             "sauron": subprocess.Popen([OUR_BIN / "python", "-c", OURS, str(args.threads), str(root)], env=env,

@@ -3,7 +3,10 @@
 A checkpoint is a dict of plain containers and tensors: ``format``, ``trainer``, ``plans`` (JSON-like),
 ``configuration``, ``fold``, ``widths`` (per prunable layer), ``state_dict``, ``optimizer``, ``grad_scaler``,
 ``trainer_config``, ``epoch``, ``ema_dice``, ``best_ema``, ``history``, ``rng`` and trainer ``extras``. The
-widths and plans inside are enough to rebuild the (possibly pruned) network.
+widths and plans inside are enough to rebuild the (possibly pruned) network. Checkpoints written by
+``sauron_import_nnunet`` hold no optimizer or trainer state but two inference settings the predictor honours:
+``mirror_axes`` (the axes nnU-Net's trainer allows for mirroring TTA) and ``score_space: "logits"`` (ensemble
+and resample logits, nnU-Net v2's order).
 """
 from __future__ import annotations
 

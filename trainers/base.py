@@ -51,6 +51,8 @@ EMA_ALPHA = 0.1
 #: Plans entries (besides the configuration) that decide what the network sees; --init-from requires them equal.
 _PREPROCESSING_PLANS_FIELDS = ("channel_names", "labels", "transpose_forward",
                                "foreground_intensity_properties_per_channel")
+#: Configuration entries a fine-tuning run may change (the FLOP estimate follows the batch size).
+_TRAINING_ONLY_FIELDS = ("batch_size", "estimated_forward_gflops")
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,7 @@ class Trainer:
         """
         ckpt = load_checkpoint(path, self.device)
         source = from_jsonable(Plans, ckpt["plans"], where=f"{path} plans")
-        differ = [f"configuration {f.name}" for f in fields(self.cfg) if f.name != "batch_size"
+        differ = [f"configuration {f.name}" for f in fields(self.cfg) if f.name not in _TRAINING_ONLY_FIELDS
                   and getattr(self.cfg, f.name) != getattr(source.configuration(ckpt["configuration"]), f.name)]
         differ += [f.name for f in fields(self.plans) if f.name in _PREPROCESSING_PLANS_FIELDS
                    and getattr(self.plans, f.name) != getattr(source, f.name)]

@@ -45,7 +45,11 @@ class Prediction:
 
 def load_fold_network(path: Path, device: torch.device) -> tuple[UNet, Plans, str]:
     """Rebuilds the network of a checkpoint (its widths, hence pruned ones too) without deep supervision."""
-    net, plans, configuration = network_from_checkpoint(load_checkpoint(path, device), deep_supervision=False)
+    return _inference_network(load_checkpoint(path, device), device)
+
+
+def _inference_network(ckpt: dict, device: torch.device) -> tuple[UNet, Plans, str]:
+    net, plans, configuration = network_from_checkpoint(ckpt, deep_supervision=False)
     return net.to(device).eval(), plans, configuration
 
 
@@ -88,7 +92,7 @@ class Predictor:
                                         "pick another --checkpoint")
         dev = torch.device(device)
         ckpts = [load_checkpoint(model_dir / f"fold_{f}" / f"checkpoint_{checkpoint}.pth", dev) for f in folds]
-        loaded = [network_from_checkpoint(c, deep_supervision=False) for c in ckpts]
+        loaded = [_inference_network(c, dev) for c in ckpts]
         plans, configuration = loaded[0][1], loaded[0][2]
         for (_, p, c), f in zip(loaded[1:], folds[1:]):
             if p != plans or c != configuration:
@@ -103,7 +107,7 @@ class Predictor:
             path = model_dir / f"fold_{f}" / POSTPROCESSING_FILE
             labels = set(read_json(path)["keep_largest_component"]) if postprocess and path.is_file() else set()
             keep = labels if keep is None else keep & labels
-        return cls([n.to(dev).eval() for n, _, _ in loaded], plans, configuration, step, mirror, device,
+        return cls([n for n, _, _ in loaded], plans, configuration, step, mirror, device,
                    sorted(keep or ()), allowed, logits)
 
     @torch.inference_mode()

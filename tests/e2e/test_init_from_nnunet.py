@@ -91,6 +91,12 @@ def test_init_from_starts_from_exactly_the_imported_weights(imported):
     source = load_checkpoint(model / "fold_0" / "checkpoint_final.pth")["state_dict"]
     assert all(torch.equal(v, source[k]) for k, v in trainer.network.state_dict().items())
     assert trainer.optimizer.param_groups[0]["params"][0] is next(trainer.network.parameters())
+    # a fine-tuning run may change the batch size (and with it the FLOP estimate) of the model's plans
+    from dataclasses import replace
+    cfg = replace(plans.configuration("3d_fullres"), batch_size=4, estimated_forward_gflops=1.0)
+    bigger = Trainer(replace(plans, configurations={"3d_fullres": cfg}), "3d_fullres", "0", paths,
+                     TrainerConfig(num_workers=0), "cpu")
+    bigger.initialize_from(model / "fold_0" / "checkpoint_final.pth")
 
 
 def test_plans_from_a_model_must_fit_the_dataset(imported, tmp_path, capsys):
