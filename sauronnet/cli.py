@@ -268,6 +268,12 @@ def _init_checkpoint(path: Path, fold: str) -> Path:
                      f"({[f.parent.name for f in folds]}); name the checkpoint file")
 
 
+#: --init-from starts from a trained model, so training ends once pruning has: every threshold at tau-max and no
+#: channel removed for this many epochs (a new random reference each epoch still finds redundant channels at
+#: tau-max for a while; 10 epochs without any is where the curves in benchmarks/sauron_compression.py flatten).
+INIT_FROM_STOP_AFTER = 10
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``sauron_train TASK FOLD``: trains one fold; ``--continue`` resumes after any interruption."""
     from trainers import TRAINERS
@@ -305,7 +311,17 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     sauron.add_argument("--rho", type=int, help="patience epochs after a threshold step / plateau length (5)")
     sauron.add_argument("--mu", type=float, help="a layer still prunes if it lost >= mu of its channels (0.02)")
     sauron.add_argument("--prune-batches", type=int, help="last training batches of an epoch averaged for "
-                                                          "the pruning score (1)")
+                                                          "the pruning score (1, the paper's)")
+    sauron.add_argument("--score-maps", choices=["raw", "zscore", "minmax"],
+                        help="how the pruning score sees each feature map: standardised (zscore, default: what the "
+                             "paper's norm-without-affine network saw), min-max normalised like the clustering term, "
+                             "or raw (blind to our affine norms' scale and offset only in name)")
+    sauron.add_argument("--val-test", choices=["intended", "reference"],
+                        help="thresholds wait while the validation loss still reaches new minima (intended, "
+                             "default) or ignore it (reference: the paper's code, whose test was always false)")
+    sauron.add_argument("--stop-after", type=int, metavar="N",
+                        help="non-paper: stop once every threshold has been at tau-max and no channel was removed "
+                             "for N epochs (default for --init-from: 10; otherwise train every epoch)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores on CPU)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -338,8 +354,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         device = _resolve_device(args.device)
         _set_threads(device, args.threads)
         cls = TRAINERS[args.trainer]
-        sauron_flags = {k: getattr(args, k) for k in ("lam", "tau_max", "kappa", "rho", "mu", "prune_batches")}
+        sauron_flags = {k: getattr(args, k) for k in ("lam", "tau_max", "kappa", "rho", "mu", "prune_batches",
+                                                       "score_maps", "val_test", "stop_after")}
         given = sorted(k for k, v in sauron_flags.items() if v is not None)
+        if init is not None and "stop_after" in cls.config_class.__dataclass_fields__ and args.stop_after is None:
+            sauron_flags["stop_after"] = INIT_FROM_STOP_AFTER
         known = set(cls.config_class.__dataclass_fields__)
         if any(k not in known for k in given):
             parser.error(f"{', '.join('--' + k.replace('_', '-') for k in given)} only apply to SauronTrainer, "
@@ -369,6 +388,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         print(f"pruning: parameters {p['parameters_before']:,} -> {p['parameters_after']:,} "
               f"(-{100 * p['parameters_removed_fraction']:.1f} %), forward FLOPs {p['flops_before'] / 1e9:.3f} -> "
               f"{p['flops_after'] / 1e9:.3f} GFLOP (-{100 * p['flops_removed_fraction']:.1f} %)")
+        for warning in p["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
     print(f"model: {trainer.output_dir}")
     return 0
 

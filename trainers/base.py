@@ -223,6 +223,10 @@ class Trainer:
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
         """Called after validation, before checkpointing; ``metrics`` may be extended."""
 
+    def training_done(self) -> bool:
+        """Checked before each epoch: True ends training early (the standard trainer runs every epoch)."""
+        return False
+
     def checkpoint_extras(self) -> dict:
         """Trainer-specific state to store in the checkpoint (plain containers and tensors)."""
         return {}
@@ -317,7 +321,7 @@ class Trainer:
         self._write_run_files()
         train_stream, val_stream = self.make_streams()
         try:
-            while self.epoch < self.config.epochs:
+            while self.epoch < self.config.epochs and not self.training_done():
                 self._run_epoch(train_stream, val_stream, progress)
         finally:
             train_stream.close()

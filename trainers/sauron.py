@@ -18,10 +18,10 @@ import torch
 from sauronnet.atomic import write_text_atomic
 from sauronnet.networks.complexity import measure, unpruned_like
 from sauronnet.networks.unet import UNet
-from sauronnet.pruning.distances import delta_opt, delta_prune
+from sauronnet.pruning.distances import SCORE_MAPS, delta_opt, delta_prune
 from sauronnet.pruning.optim_state import slice_optimizer_state
-from sauronnet.pruning.schedule import (LayerState, SauronSettings, advance, losses_converged, record_pruning,
-                                        threshold)
+from sauronnet.pruning.schedule import (VAL_TESTS, LayerState, SauronSettings, advance, losses_converged,
+                                        record_pruning, threshold)
 from sauronnet.pruning.surgery import remove_channels
 from sauronnet.serialization import to_jsonable, write_json_atomic
 from trainers.base import Trainer, TrainerConfig
@@ -40,8 +40,29 @@ class SauronConfig(TrainerConfig):
     rho: int = SauronSettings.rho
     mu: float = SauronSettings.mu
     pool: int = SauronSettings.pool
-    #: δ_prune is averaged over this many last training batches of each epoch
+    #: δ_prune is averaged over this many last training batches of each epoch (the paper: 1)
     prune_batches: int = 1
+    #: how δ_prune sees the maps: "raw" (the reference code's rule, blind to our affine norms' γ, β only when
+    #: there are none), "zscore" or "minmax" (see sauronnet.pruning.distances.SCORE_MAPS)
+    score_maps: str = "zscore"
+    #: the schedule's validation-loss test: "intended" or "reference" (always passes, as the paper ran it)
+    val_test: str = "intended"
+    #: non-paper: stop early once every layer's threshold has been at τ_max, and no channel has been removed,
+    #: for this many epochs (None: train all epochs, as the paper does)
+    stop_after: int | None = None
+    #: warn when the EMA pseudo-Dice ends this far below its best while channels were removed
+    dice_drop_warning: float = 0.05
+
+    def __post_init__(self):
+        if self.score_maps not in SCORE_MAPS:
+            raise ValueError(f"score_maps {self.score_maps!r}: choose one of {', '.join(SCORE_MAPS)}")
+        if self.val_test not in VAL_TESTS:
+            raise ValueError(f"val_test {self.val_test!r}: choose one of {', '.join(VAL_TESTS)}")
+        if self.prune_batches < 1 or self.prune_batches > self.iterations_per_epoch:
+            raise ValueError(f"prune_batches must be 1..iterations per epoch ({self.iterations_per_epoch}), "
+                             f"got {self.prune_batches}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"stop_after must be at least 1 epoch, got {self.stop_after}")
 
     @property
     def sauron(self) -> SauronSettings:
@@ -95,14 +116,14 @@ class SauronTrainer(Trainer):
                     [self.config.seed, self.epoch, layer]).generate_state(1)[0])
                 self._references[name] = int(rng.randint(m.shape[1]))
             self._scores.setdefault(name, []).append(delta_prune(m.detach(), self._references[name],
-                                                                 self.config.pool).cpu())
+                                                                 self.config.pool, self.config.score_maps).cpu())
 
     # ---- pruning ---------------------------------------------------------------------------------------------
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
         s = self.config.sauron
         train = [h["train_loss"] for h in self.history] + [metrics["train_loss"]]
         val = [h["val_loss"] for h in self.history] + [metrics["val_loss"]]
-        losses_ok = losses_converged(train, val, s.rho)
+        losses_ok = losses_converged(train, val, s.rho, self.config.val_test)
         report = {}
         widths_before = self.network.widths()
         for name in widths_before:
@@ -128,6 +149,14 @@ class SauronTrainer(Trainer):
             logger.info("epoch %d: Sauron removed %d channels; %d remain", epoch, total,
                         sum(r["width"] for r in report.values()))
 
+    def training_done(self) -> bool:
+        """``stop_after``: every layer at τ_max and nothing removed for the last ``stop_after`` epochs."""
+        n = self.config.stop_after
+        if n is None or len(self.history) < n:
+            return False
+        return all(r["tau"] >= self.config.tau_max - 1e-12 and r["removed"] == 0
+                   for h in self.history[-n:] for r in h.get("sauron", {}).values())
+
     # ---- summary ---------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, progress: bool = True, init_from=None) -> dict:
         """Trains, validates, and adds parameters/FLOPs before and after pruning to the returned summary
@@ -141,12 +170,32 @@ class SauronTrainer(Trainer):
             "flops_removed_fraction": 1 - after.flops / before.flops,
             "parameters_removed_fraction": 1 - after.parameters / before.parameters,
             "widths": self.network.widths(),
+            "epochs_trained": self.epoch,
+            "final_thresholds": {name: threshold(st, self.config.sauron) for name, st in self.layer_states.items()},
+            "warnings": self._dice_warnings(),
         }
         write_json_atomic(self.output_dir / "pruning_summary.json", summary["pruning"])
         logger.info("Sauron: parameters %d -> %d (-%.1f %%), forward FLOPs %.3g -> %.3g (-%.1f %%)",
                     before.parameters, after.parameters, 100 * summary["pruning"]["parameters_removed_fraction"],
                     before.flops, after.flops, 100 * summary["pruning"]["flops_removed_fraction"])
+        for w in summary["pruning"]["warnings"]:
+            logger.warning(w)
         return summary
+
+    def _dice_warnings(self) -> list[str]:
+        """A pruned network that lost what it had learned must never pass silently."""
+        ema = [(h["epoch"], h["ema_pseudo_dice"]) for h in self.history if h.get("ema_pseudo_dice") is not None]
+        removed = sum(r["removed"] for h in self.history for r in h.get("sauron", {}).values())
+        if not ema or not removed:
+            return []
+        best_epoch, best = max(ema, key=lambda t: t[1])
+        last = ema[-1][1]
+        if best - last <= self.config.dice_drop_warning:
+            return []
+        return [f"validation pseudo-Dice fell from {best:.3f} (epoch {best_epoch}) to {last:.3f} while Sauron "
+                f"removed {removed} channels: the thresholds rose before the network had learned (short, noisy "
+                "epochs pass the plateau test early). Train longer epochs (--iters), or train -tr Trainer first "
+                "and prune that model with --init-from (README: 'Two ways to a small model')."]
 
     # ---- checkpoints and outputs -----------------------------------------------------------------------------
     def checkpoint_extras(self) -> dict:

@@ -6,7 +6,9 @@ and a patience counter. At every epoch end: if patience > 0 it is decremented; o
 
 1. at least ρ + 1 training losses are recorded;
 2. the last training loss lies within [min, max] of the ρ before it (a plateau);
-3. the last validation loss is not a new minimum (the reference code meant this but wrote an always-false test);
+3. the last validation loss is not a new minimum (the reference code meant this but wrote an always-false test,
+   so the paper's numbers were produced without it: ``val_test="reference"`` reproduces that, ``"intended"``
+   applies the test the code meant);
 4. the previous pruning removed fewer than ⌈μ · previous width⌉ channels of this layer.
 """
 from __future__ import annotations
@@ -49,12 +51,21 @@ def threshold(state: LayerState, s: SauronSettings) -> float:
     return float(threshold_grid(s)[state.step])
 
 
-def losses_converged(train_losses: Sequence[float], val_losses: Sequence[float], rho: int) -> bool:
-    """Conditions 1–3 (shared by every layer)."""
+#: Condition 3 as the reference code ran it (never blocks) or as it meant it.
+VAL_TESTS = ("reference", "intended")
+
+
+def losses_converged(train_losses: Sequence[float], val_losses: Sequence[float], rho: int,
+                     val_test: str = "intended") -> bool:
+    """Conditions 1–3 (shared by every layer); ``val_test`` is one of :data:`VAL_TESTS`."""
+    if val_test not in VAL_TESTS:
+        raise ValueError(f"unknown validation test {val_test!r}; choose one of {', '.join(VAL_TESTS)}")
     if len(train_losses) < rho + 1 or not val_losses:
         return False
     last, previous = train_losses[-1], train_losses[-(rho + 1):-1]
     plateau = min(previous) <= last <= max(previous)
+    if val_test == "reference":
+        return plateau
     new_val_minimum = len(val_losses) == 1 or val_losses[-1] < min(val_losses[:-1])
     return plateau and not new_val_minimum
 

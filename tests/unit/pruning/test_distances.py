@@ -58,3 +58,59 @@ def test_delta_opt_has_gradients_and_delta_prune_has_none():
     delta_opt(x).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert not delta_prune(x, 0).requires_grad
+
+
+def _affine_copy_layer(gamma: float, beta: float) -> torch.Tensor:
+    """Block outputs (B, C, Z, Y, X) where channel 1 is channel 0 (the reference) times γ plus β, as an affine
+    InstanceNorm with another γ, β makes of an identical filter; channels 2-3 are unrelated maps."""
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(2, 1, 4, 8, 8, generator=g)
+    others = torch.rand(2, 2, 4, 8, 8, generator=g) * 3
+    return torch.cat([ref, gamma * ref + beta, others], 1)
+
+
+@pytest.mark.parametrize("gamma, beta", [(2.0, 1.0), (0.5, 0.5), (1.5, -0.5)])
+def test_scaled_and_shifted_copy_of_the_reference_scores_zero(gamma, beta):
+    x = _affine_copy_layer(gamma, beta)
+    for maps in ("zscore", "minmax"):
+        score = delta_prune(x, reference=0, maps=maps)
+        assert float(score[1]) < 1e-4, (maps, score)
+        assert float(score[2:].min()) > 0.3  # the unrelated channels stay far from the reference
+    # raw maps (our affine norms) see the copy as far away: the fault the normalised rules fix
+    assert float(delta_prune(x, reference=0, maps="raw")[1]) > 0.09
+
+
+def test_raw_maps_let_one_scaled_copy_hide_everything():
+    x = _affine_copy_layer(2.0, 1.0)
+    assert float(delta_prune(x, reference=0, maps="raw")[1]) == pytest.approx(1.0)
+
+
+def test_unknown_score_maps_are_refused():
+    with pytest.raises(ValueError, match="zscore"):
+        delta_prune(torch.rand(1, 2, 4, 4), 0, maps="l1")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_constant_channel_stays_finite(dtype):
+    # a fully padded patch gives a constant channel; in fp16 the 1e-8 range epsilon underflows to 0 (0/0 = NaN)
+    x = torch.zeros(1, 3, 4, 4, 4)
+    x[:, 0] = torch.rand(4, 4, 4)
+    x[:, 2] = torch.rand(4, 4, 4)
+    x = x.to(dtype).requires_grad_()
+    d = delta_opt(x)
+    assert d.dtype == torch.float32 and torch.isfinite(d)
+    d.backward()
+    if dtype == torch.bfloat16:  # fp16 cannot hold the 1/eps-sized gradient of a constant map (AMP skips the step)
+        assert torch.isfinite(x.grad.float()).all()
+    for maps in ("raw", "zscore", "minmax"):
+        assert torch.isfinite(delta_prune(x, 0, maps=maps)).all()
+
+
+def test_distances_under_cpu_autocast_are_float32_and_finite():
+    conv = torch.nn.Conv3d(1, 4, 3, padding=1)
+    x = torch.zeros(1, 1, 4, 8, 8)  # an all-padding patch: every channel is constant
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = conv(x)
+        d = delta_opt(out)
+    assert out.dtype == torch.float16
+    assert d.dtype == torch.float32 and torch.isfinite(d)

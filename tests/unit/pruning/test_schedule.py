@@ -70,3 +70,14 @@ def test_scripted_run():
         state = record_pruning(advance(state, losses_converged(train, val, s.rho), s), 32, 0)
         steps.append(state.step)
     assert steps == [0] * 5 + [1] * 6 + [2] * 6 + [3]
+
+
+def test_reference_val_test_ignores_validation_minima():
+    # the reference code's validation test was always false: only the plateau counts
+    train = [1.0, 1.1, 0.9, 1.0, 1.05, 1.0]
+    improving = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
+    assert not losses_converged(train, improving, rho=5, val_test="intended")
+    assert losses_converged(train, improving, rho=5, val_test="reference")
+    assert not losses_converged(train[:-1] + [0.5], improving, rho=5, val_test="reference")  # no plateau
+    with pytest.raises(ValueError, match="intended"):
+        losses_converged(train, improving, rho=5, val_test="always")

@@ -95,3 +95,54 @@ def test_adam_variant_prunes_too(results_paths):
         state = t.optimizer.state.get(p, {})
         if "exp_avg" in state:
             assert state["exp_avg"].shape == p.shape and state["exp_avg_sq"].shape == p.shape
+
+
+def _history(rows):
+    """Per-epoch history entries with a Sauron report: rows of (ema, {layer: (tau, removed)})."""
+    return [{"epoch": e, "ema_pseudo_dice": ema,
+             "sauron": {k: {"tau": tau, "removed": removed, "width": 8, "patience": 0}
+                        for k, (tau, removed) in layers.items()}}
+            for e, (ema, layers) in enumerate(rows)]
+
+
+def test_stop_after_needs_every_layer_at_tau_max_without_removals(results_paths):
+    t = make(results_paths, with_overrides(FAST, stop_after=2))
+    done = {"a": (0.6, 0), "b": (0.6, 0)}
+    t.history = _history([(0.5, done), (0.5, done)])
+    assert t.training_done()
+    t.history = _history([(0.5, done), (0.5, {"a": (0.6, 0), "b": (0.6, 1)})])
+    assert not t.training_done()  # a layer still lost a channel
+    t.history = _history([(0.5, done), (0.5, {"a": (0.6, 0), "b": (0.45, 0)})])
+    assert not t.training_done()  # a threshold is still climbing
+    t.history = _history([(0.5, done)])
+    assert not t.training_done()  # not yet stop_after epochs
+    t2 = make(results_paths)
+    t2.history = _history([(0.5, done)] * 5)
+    assert not t2.training_done()  # the paper's way: every epoch is trained
+
+
+def test_fit_stops_early_once_pruning_is_over(results_paths):
+    # tau0 = tau_max = 0: every threshold starts at its last value and no score is ever below it
+    t = make(results_paths, with_overrides(FAST, epochs=10, tau0=0.0, tau_max=0.0, kappa=1, stop_after=2))
+    summary = t.fit(progress=False)
+    assert t.epoch == 2 and summary["pruning"]["epochs_trained"] == 2
+    assert (t.output_dir / "checkpoint_final.pth").is_file()
+
+
+def test_a_collapsing_dice_while_pruning_is_reported(results_paths):
+    t = make(results_paths)
+    layers = {"a": (0.1, 0)}
+    t.history = _history([(0.2, layers), (0.9, {"a": (0.1, 5)}), (0.85, layers), (0.3, layers)])
+    (warning,) = t._dice_warnings()
+    assert "0.900" in warning and "0.300" in warning and "--init-from" in warning
+    t.history = _history([(0.2, layers), (0.9, {"a": (0.1, 5)}), (0.88, layers)])
+    assert t._dice_warnings() == []  # within dice_drop_warning
+    t.history = _history([(0.2, layers), (0.9, layers), (0.3, layers)])
+    assert t._dice_warnings() == []  # nothing pruned: not Sauron's doing
+
+
+def test_invalid_sauron_options_are_refused():
+    import pytest
+    for bad in ({"score_maps": "l1"}, {"val_test": "never"}, {"prune_batches": 3}, {"stop_after": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            with_overrides(FAST, **bad)
