@@ -11,12 +11,14 @@ Runs, one after the other (never two at once: they share the CPU), with 2 torch/
 2. ``train_step_vs_nnunet.py`` — one training step vs ``nnUNetTrainer.train_step``;
 3. ``predict_vs_nnunet.py --toy64 --real-ct`` — prediction with the same (imported) weights vs
    ``nnUNetv2_predict_from_modelfolder``, TTA on and off, plus the agreement of the two segmentations;
-4. ``sauron_vs_baseline.py --dataset toy64`` — the Sauron trainer vs the unpruned trainer.
+4. ``sauron_compression.py --run init3d|single3d|single2d`` — Sauron vs the unpruned trainer on held-out toy64
+   cases: pruning a trained model, single-phase 3D (cpu preset), single-phase 2D (nnU-Net widths). The ablation
+   run (``--run ablation``) is not part of ``make bench``.
 
 Each script writes its rows as JSON; this one writes them as one markdown table with the command, date, commit,
 CPU model and thread count, and copies that table into README.md between the ``bench:start``/``bench:end``
 markers. nnU-Net v2 comes from ``.bench-venv`` (``make bench`` creates it). ``--quick`` shrinks repeats and
-training (a smoke run, about 25 minutes); the default takes about an hour.
+training (a smoke run, about 25 minutes); the default takes about three hours (the Sauron runs, ~2 h, dominate).
 """
 from __future__ import annotations
 
@@ -41,6 +43,14 @@ THREADS = 2
 DATASETS = {"toy64": "synthetic ~64³ (toy64)", "real_ct": "real CT (TotalSegmentator sdist)"}
 
 
+#: the budgets of the Sauron compression runs (benchmarks/sauron_compression.py; issue 10's runs 1-3)
+SAURON_RUNS = {
+    "init3d": [],
+    "single3d": ["--epochs", "300", "--iters", "10", "--val-iters", "5"],
+    "single2d": ["--epochs", "200", "--iters", "5", "--val-iters", "3", "--batch-size", "8"],
+}
+
+
 def steps(quick: bool) -> dict[str, list[str]]:
     n = ["-n", "1"] if quick else []
     return {
@@ -50,9 +60,10 @@ def steps(quick: bool) -> dict[str, list[str]]:
         "train_step": ["train_step_vs_nnunet.py", "--threads", str(THREADS),
                        *(["--steps", "3", "--warmup", "1"] if quick else [])],
         "predict": ["predict_vs_nnunet.py", "--toy64", "--real-ct", "--threads", str(THREADS), *n],
-        "sauron": ["sauron_vs_baseline.py", "--dataset", "toy64", "--threads", str(THREADS),
-                   *(["--epochs", "8", "--iters", "10"] if quick else ["--epochs", "60", "--iters", "20"]),
-                   "--rho", "2"],
+        **{f"sauron_{run}": ["sauron_compression.py", "--run", run, "--threads", str(THREADS),
+                             *(["--epochs", "4", "--iters", "4", "--init-epochs", "4", "--init-iters", "4"]
+                               if quick else budget)]
+           for run, budget in SAURON_RUNS.items()},
     }
 
 

@@ -1,0 +1,358 @@
+"""How much Sauron compresses, at what Dice, measured on held-out test cases against the unpruned trainer.
+
+Usage::
+
+    .venv/bin/python benchmarks/sauron_compression.py --run single3d|init3d|single2d|ablation
+        [--dataset toy64|demo] [--epochs E] [--iters I] [--init-epochs E2] [--init-iters I2]
+        [--threads 2] [--json FILE] [--reuse]
+
+Runs (DESIGN.md §5, issue 10), each trained with the command line (``sauron_train``) into
+``benchmarks/cache/sauron_compression/DATASET/``, fold ``all`` (every training case), the same epochs,
+iterations and seed as the unpruned ``Trainer`` it is compared with, and scored on the dataset's held-out
+``imagesTs``/``labelsTs`` (never seen in training):
+
+- ``single3d``: 3D ``cpu`` preset, single-phase Sauron from scratch, the paper's constants;
+- ``init3d``: 3D ``cpu`` preset, the unpruned ``Trainer`` model pruned by ``sauron_train --init-from`` (paper
+  constants, our default stop rule);
+- ``single2d``: the ``2d`` configuration with the ``nnunet`` preset's widths (32…512), single-phase, paper
+  constants: the paper's claim is about nnU-Net-sized networks, and 2D keeps them affordable here;
+- ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
+  ``zscore`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test), and
+  ``--prune-batches 4``.
+
+Printed (and written with ``--json`` for ``make bench``): per model forward FLOPs and parameters (one patch,
+``torch.utils.flop_counter``), CPU sliding-window time per test case (no TTA; every model interleaved case by
+case, median of 3), test Dice per class (``sauron_predict --disable-tta`` + ``sauron_evaluate``), first and last
+epoch time, epochs trained, and the final threshold and width of every layer. ``curves_RUN.png`` (next to the
+cache) draws per epoch: forward FLOPs, total channels, validation EMA pseudo-Dice and epoch time.
+
+Goals (issue 10): single2d ≥ 90 % fewer FLOPs, Dice drop ≤ 0.01, inference ≥ 4× faster; the cpu-preset runs
+≥ 85 % fewer FLOPs, the same Dice bound, inference ≥ 3× faster, and for single-phase runs last epoch ≤ 0.5× the
+first. Each run takes up to ~90 minutes on 2 cores: start it in the background.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import CACHE, OUR_BIN, cpu_model, threads_env, toy64_spec, write_rows  # noqa: E402
+
+UNPRUNED = "Trainer"
+
+
+@dataclass(frozen=True)
+class Model:
+    """One trained model of a run: its name in the tables, trainer, and extra ``sauron_train`` flags."""
+
+    name: str
+    trainer: str = "SauronTrainer"
+    flags: tuple = ()
+    init_from_unpruned: bool = False
+
+
+@dataclass
+class Run:
+    configuration: str
+    preset: str
+    models: list[Model] = field(default_factory=list)
+    epochs: int = 60
+    iters: int = 20
+    init_epochs: int = 150
+    init_iters: int = 5
+    #: validation batches per epoch (the schedule's validation-loss test reads their mean)
+    val_iters: int = 10
+    #: the plans' batch size replaced by this one (None: as planned); nnU-Net's 2D batch of 26 costs ~4 s a step
+    batch_size: int | None = None
+
+
+def runs(args) -> dict[str, Run]:
+    init = dict(init_from_unpruned=True)
+    return {
+        "single3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron")]),
+        "init3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init)]),
+        "single2d": Run("2d", "nnunet", [Model(UNPRUNED, UNPRUNED), Model("sauron")]),
+        "ablation": Run("3d_fullres", "cpu", [
+            Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init),
+            Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
+            Model("sauron_init_zscore_maps", flags=("--score-maps", "zscore"), **init),
+            Model("sauron_init_reference_val_test", flags=("--val-test", "reference"), **init),
+            Model("sauron_init_prune_batches_4", flags=("--prune-batches", "4"), **init)]),
+    }
+
+
+class Bench:
+    def __init__(self, dataset: str, run: Run, threads: int):
+        self.dataset, self.run, self.threads = dataset, run, threads
+        self.root = CACHE / "sauron_compression" / dataset
+        self.name = "Dataset002_Toy64" if dataset == "toy64" else "Dataset001_Demo"
+
+    def env(self, model: Model | None = None) -> dict:
+        results = self.root / "results" / self.key(model) if model else self.root / "results"
+        return {**os.environ, **threads_env(self.threads), "SAURON_RAW": str(self.root / "raw"),
+                "SAURON_PREPROCESSED": str(self.root / "preprocessed"), "SAURON_RESULTS": str(results)}
+
+    def key(self, model: Model) -> str:
+        """Results folder of a model: its name, configuration and budget (so runs never mix)."""
+        r = self.run
+        budget = f"{r.epochs}x{r.iters}v{r.val_iters}" + (f"b{r.batch_size}" if r.batch_size else "")
+        if model.init_from_unpruned:
+            budget += f"_init{r.init_epochs}x{r.init_iters}"
+        return f"{r.configuration}_{r.preset}_{budget}_{model.name}"
+
+    def sh(self, cmd: list, model: Model | None = None) -> None:
+        print("$", " ".join(map(str, cmd)), flush=True)
+        subprocess.run(list(map(str, cmd)), env=self.env(model), check=True)
+
+    def model_dir(self, model: Model) -> Path:
+        r = self.run
+        return (self.root / "results" / self.key(model) / self.name /
+                f"{model.trainer}__{r.preset}__{r.configuration}")
+
+    def prepare(self) -> None:
+        from sauronnet.demo import DemoSpec, write_demo_dataset
+        if not (self.root / "raw" / self.name / "dataset.json").is_file():
+            write_demo_dataset(self.root / "raw", toy64_spec() if self.dataset == "toy64" else DemoSpec())
+        plans = self.root / "preprocessed" / self.name / self.run.preset / "plans.json"
+        folder = plans.parent / self.run.configuration
+        if not folder.is_dir():
+            self.sh([OUR_BIN / "sauron_plan_and_preprocess", "-d", self.name[7:10], "--preset", self.run.preset,
+                     "-c", self.run.configuration, "--no-progress"])
+        self.set_batch_size(plans)
+
+    def set_batch_size(self, plans_file: Path) -> None:
+        """Edits the plans' batch size as a user would (plans.json is meant to be edited); None restores it."""
+        from dataclasses import replace
+
+        from sauronnet.plans import Plans
+        plans = Plans.load(plans_file)
+        cfg = plans.configuration(self.run.configuration)
+        planned = (plans_file.parent / f".planned_batch_{self.run.configuration}")
+        if not planned.is_file():
+            planned.write_text(str(cfg.batch_size))
+        want = self.run.batch_size or int(planned.read_text())
+        if cfg.batch_size != want:
+            configs = dict(plans.configurations)
+            configs[self.run.configuration] = replace(cfg, batch_size=want)
+            replace(plans, configurations=configs).save(plans_file)
+
+    def train(self, model: Model, reuse: bool) -> None:
+        final = self.model_dir(model) / "fold_all" / "checkpoint_final.pth"
+        if reuse and final.is_file():
+            print(f"reusing {final}", flush=True)
+            return
+        r = self.run
+        epochs, iters = (r.init_epochs, r.init_iters) if model.init_from_unpruned else (r.epochs, r.iters)
+        cmd = [OUR_BIN / "sauron_train", self.name[7:10], "all", "-tr", model.trainer, "-p", r.preset,
+               "-c", r.configuration, "--epochs", epochs, "--iters", iters, "--val-iters", r.val_iters, "--threads", self.threads,
+               "--no-progress", *model.flags]
+        if model.init_from_unpruned:
+            cmd += ["--init-from", self.model_dir(Model(UNPRUNED, UNPRUNED))]
+        self.sh(cmd, model)
+
+    def evaluate(self, model: Model) -> dict:
+        out = self.root / "predictions" / self.key(model)
+        raw = self.root / "raw" / self.name
+        self.sh([OUR_BIN / "sauron_predict", "-i", raw / "imagesTs", "-o", out, "-m", self.model_dir(model),
+                 "-c", self.run.configuration, "--disable-tta", "--no-progress", "--threads", self.threads], model)
+        self.sh([OUR_BIN / "sauron_evaluate", "-ref", raw / "labelsTs", "-pred", out], model)
+        return json.loads((out / "summary.json").read_text())
+
+    def checkpoint(self, model: Model) -> Path:
+        return self.model_dir(model) / "fold_all" / "checkpoint_final.pth"
+
+    def complexity(self, model: Model) -> tuple[int, float]:
+        import torch
+
+        from sauronnet.inference.predictor import load_fold_network
+        from sauronnet.networks.complexity import measure
+        net, plans, configuration = load_fold_network(self.checkpoint(model), torch.device("cpu"))
+        c = measure(net, plans.configuration(configuration).patch_size)
+        return c.parameters, c.flops
+
+    def inference_times(self, repeats: int = 3) -> dict[str, float]:
+        """Median sliding-window time per test case (no TTA), every model interleaved case by case."""
+        import torch
+
+        from sauronnet.inference.predictor import Predictor
+        from sauronnet.io import read_images
+        from sauronnet.preprocessing.preprocess import preprocess_case
+
+        torch.set_num_threads(self.threads)
+        models = self.run.models
+        predictors = {m.name: Predictor.from_model_dir(self.model_dir(m), mirror=False) for m in models}
+        first = predictors[models[0].name]
+        cases = []
+        for p in sorted((self.root / "raw" / self.name / "imagesTs").iterdir()):
+            data, geo = read_images([p])
+            cases.append(preprocess_case(data, None, geo, p.name, first.plans, first.config)[0])
+        times = {m.name: [] for m in models}
+        for _ in range(repeats):
+            for pre in cases:
+                for m in models:
+                    t0 = time.perf_counter()
+                    predictors[m.name].predict_preprocessed(pre)
+                    times[m.name].append(time.perf_counter() - t0)
+        return {k: statistics.median(v) for k, v in times.items()}
+
+    def history(self, model: Model) -> tuple[list[dict], list[dict]]:
+        folder = self.model_dir(model) / "fold_all"
+        metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x]
+        pruning = folder / "pruning.jsonl"
+        layers = [json.loads(x) for x in pruning.read_text().splitlines() if x] if pruning.is_file() else []
+        return metrics, layers
+
+
+def flops_per_epoch(bench: Bench, model: Model, layers: list[dict]) -> list[float]:
+    """Forward FLOPs of one patch after each epoch, from the widths recorded in pruning.jsonl."""
+    import torch
+
+    from sauronnet.inference.predictor import load_fold_network
+    from sauronnet.networks.complexity import measure
+    from sauronnet.networks.unet import build_network
+    net, plans, configuration = load_fold_network(bench.checkpoint(model), torch.device("cpu"))
+    cfg = plans.configuration(configuration)
+    cache: dict[tuple, float] = {}
+    out = []
+    for entry in layers:
+        widths = {k: v["width"] for k, v in entry["layers"].items()}
+        key = tuple(sorted(widths.items()))
+        if key not in cache:
+            n = build_network(cfg.network, len(plans.channel_names), plans.num_classes, widths)
+            cache[key] = measure(n, cfg.patch_size).flops
+        out.append(cache[key])
+    return out
+
+
+def plot_curves(bench: Bench, run_name: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(4, 1, figsize=(10, 13), sharex=False)
+    for m in bench.run.models:
+        metrics, layers = bench.history(m)
+        epochs = [h["epoch"] for h in metrics]
+        if layers:
+            axes[0].plot([e["epoch"] for e in layers], [f / 1e9 for f in flops_per_epoch(bench, m, layers)],
+                         label=m.name)
+            axes[1].plot([e["epoch"] for e in layers],
+                         [sum(v["width"] for v in e["layers"].values()) for e in layers], label=m.name)
+        axes[2].plot(epochs, [h["ema_pseudo_dice"] for h in metrics], label=m.name)
+        axes[3].plot(epochs, [h["epoch_time"] for h in metrics], label=m.name)
+    for ax, label in zip(axes, ["forward GFLOP (one patch)", "channels, all prunable layers",
+                                "validation pseudo-Dice (EMA)", "epoch time (s)"]):
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    axes[-1].set_xlabel("epoch (of each model's own training; --init-from runs start at 0)")
+    fig.suptitle(f"Sauron compression: {run_name}, {bench.name}, {bench.run.preset} {bench.run.configuration}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", choices=["single3d", "init3d", "single2d", "ablation"], required=True)
+    parser.add_argument("--dataset", choices=["toy64", "demo"], default="toy64")
+    parser.add_argument("--epochs", type=int, help="epochs of the from-scratch models")
+    parser.add_argument("--iters", type=int, help="iterations per epoch of the from-scratch models")
+    parser.add_argument("--init-epochs", type=int, help="epochs of the --init-from models (upper bound: they "
+                                                       "stop once pruning has finished)")
+    parser.add_argument("--init-iters", type=int, help="iterations per epoch of the --init-from models")
+    parser.add_argument("--val-iters", type=int, help="validation batches per epoch (10)")
+    parser.add_argument("--batch-size", type=int, help="replace the plans' batch size (default: as planned)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reuse", action="store_true", help="keep models already trained with the same budget")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
+    args = parser.parse_args(argv)
+    run = runs(args)[args.run]
+    for k in ("epochs", "iters", "init_epochs", "init_iters", "val_iters", "batch_size"):
+        if getattr(args, k) is not None:
+            setattr(run, k, getattr(args, k))
+    bench = Bench(args.dataset, run, args.threads)
+    t0 = time.perf_counter()
+    bench.prepare()
+    train_time = {}
+    for m in run.models:
+        t = time.perf_counter()
+        bench.train(m, args.reuse)
+        train_time[m.name] = time.perf_counter() - t
+    dice = {m.name: bench.evaluate(m) for m in run.models}
+    size = {m.name: bench.complexity(m) for m in run.models}
+    infer = bench.inference_times()
+    curves = CACHE / "sauron_compression" / f"curves_{args.run}_{args.dataset}.png"
+    plot_curves(bench, args.run, curves)
+
+    base = UNPRUNED
+    labels = dice[base]["labels"]
+    cmd = " ".join(["benchmarks/sauron_compression.py"] + (argv if argv is not None else sys.argv[1:]))
+    lines = [f"Sauron compression, run {args.run}: {bench.name}, {run.preset} preset, {run.configuration}, fold all; "
+             f"from scratch {run.epochs} epochs x {run.iters} iterations"
+             + (f"; --init-from at most {run.init_epochs} x {run.init_iters}"
+                if any(m.init_from_unpruned for m in run.models) else "")
+             + (f"; batch size {run.batch_size} instead of the planned one" if run.batch_size else "")
+             + f"; {len(list((bench.root / 'raw' / bench.name / 'imagesTs').iterdir()))} held-out test cases, "
+             f"no TTA; {args.threads} threads; CPU: {cpu_model()}",
+             f"command: .venv/bin/python {cmd}", "",
+             "| model | fwd GFLOP | FLOPs removed | params | params removed | inference s/case | speed-up | "
+             + " | ".join(f"Dice {c}" for c in labels) + " | mean Dice | ΔDice | epochs | first / last epoch s | "
+             "train time s |",
+             "|" + "---|" * (12 + len(labels))]
+    rows = []
+    for m in run.models:
+        metrics, _ = bench.history(m)
+        p, f = size[m.name]
+        d = dice[m.name]
+        change = d["foreground_mean_dice"] - dice[base]["foreground_mean_dice"]
+        first, last = metrics[0]["epoch_time"], metrics[-1]["epoch_time"]
+        lines.append(f"| {m.name} | {f / 1e9:.4f} | {100 * (1 - f / size[base][1]):.1f} % | {p:,} | "
+                     f"{100 * (1 - p / size[base][0]):.1f} % | {infer[m.name]:.3f} | "
+                     f"{infer[base] / infer[m.name]:.2f}x | "
+                     + " | ".join(f"{d['mean'][str(c)]['dice']:.4f}" for c in labels)
+                     + f" | {d['foreground_mean_dice']:.4f} | {change:+.4f} | {len(metrics)} | "
+                       f"{first:.2f} / {last:.2f} | {train_time[m.name]:.0f} |")
+        if m.name == base:
+            continue
+        what = f"Sauron compression: {args.run} {m.name} ({run.preset} {run.configuration})"
+        goal_flops = "<= 0.1" if args.run == "single2d" else "<= 0.15"
+        goal_time = "<= 0.25" if args.run == "single2d" else "<= 0.333"
+
+        def row(metric, ref, ours, unit="", goal="", reference="unpruned Trainer"):
+            return {"benchmark": what, "dataset": args.dataset, "metric": metric, "nnunet": ref, "sauron": ours,
+                    "unit": unit, "goal": goal, "reference": reference}
+        rows += [row("forward FLOPs per patch", size[base][1] / 1e9, f / 1e9, "GFLOP", goal_flops),
+                 row("parameters", size[base][0], p),
+                 row("CPU inference per test case (no TTA)", infer[base], infer[m.name], "s", goal_time),
+                 row("test Dice, mean foreground", dice[base]["foreground_mean_dice"], d["foreground_mean_dice"], "",
+                     "drop <= 0.01")]
+        if not m.init_from_unpruned:
+            rows.append(row("epoch time: last epoch vs first epoch", first, last, "s", "<= 0.5", "first epoch"))
+    lines.append("")
+    for m in run.models:
+        summary = bench.model_dir(m) / "fold_all" / "pruning_summary.json"
+        if summary.is_file():
+            s = json.loads(summary.read_text())
+            lines.append(f"{m.name}: final tau / width per layer: " + ", ".join(
+                f"{k} {s['final_thresholds'][k]:.3f}/{w}" for k, w in s["widths"].items()))
+            for w in s.get("warnings", []):
+                lines.append(f"{m.name}: WARNING {w}")
+    lines.append(f"curves: {curves}")
+    print("\n".join(lines))
+    print(f"\n(total {time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        write_rows(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
