@@ -17,8 +17,8 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
 - ``single2d``: the ``2d`` configuration with the ``nnunet`` preset's widths (32…512), single-phase, paper
   constants: the paper's claim is about nnU-Net-sized networks, and 2D keeps them affordable here;
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
-  ``zscore`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test), and
-  ``--prune-batches 4``.
+  ``zscore`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
+  ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05``.
 
 Printed (and written with ``--json`` for ``make bench``): per model forward FLOPs and parameters (one patch,
 ``torch.utils.flop_counter``), CPU sliding-window time per test case (no TTA; every model interleaved case by
@@ -85,7 +85,8 @@ def runs(args) -> dict[str, Run]:
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
             Model("sauron_init_zscore_maps", flags=("--score-maps", "zscore"), **init),
             Model("sauron_init_reference_val_test", flags=("--val-test", "reference"), **init),
-            Model("sauron_init_prune_batches_4", flags=("--prune-batches", "4"), **init)]),
+            Model("sauron_init_prune_batches_4", flags=("--prune-batches", "4"), **init),
+            Model("sauron_init_dice_guard", flags=("--dice-guard", "0.05"), **init)]),
     }
 
 
@@ -272,6 +273,8 @@ def main(argv=None) -> int:
     parser.add_argument("--val-iters", type=int, help="validation batches per epoch (10)")
     parser.add_argument("--batch-size", type=int, help="replace the plans' batch size (default: as planned)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help="only these models of the run (the unpruned Trainer is always included)")
     parser.add_argument("--reuse", action="store_true", help="keep models already trained with the same budget")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
     args = parser.parse_args(argv)
@@ -279,6 +282,11 @@ def main(argv=None) -> int:
     for k in ("epochs", "iters", "init_epochs", "init_iters", "val_iters", "batch_size"):
         if getattr(args, k) is not None:
             setattr(run, k, getattr(args, k))
+    if args.models:
+        unknown = set(args.models) - {m.name for m in run.models}
+        if unknown:
+            parser.error(f"--models: {sorted(unknown)} not in run {args.run}: {[m.name for m in run.models]}")
+        run.models = [m for m in run.models if m.name == UNPRUNED or m.name in args.models]
     bench = Bench(args.dataset, run, args.threads)
     t0 = time.perf_counter()
     bench.prepare()

@@ -51,6 +51,9 @@ class SauronConfig(TrainerConfig):
     #: non-paper: stop early once every layer's threshold has been at τ_max, and no channel has been removed,
     #: for this many epochs (None: train all epochs, as the paper does)
     stop_after: int | None = None
+    #: non-paper: pause the schedule (no τ step, no removal) in epochs whose EMA pseudo-Dice lies more than this
+    #: below its best (None: never, as the paper)
+    dice_guard: float | None = None
     #: warn when the EMA pseudo-Dice ends this far below its best while channels were removed
     dice_drop_warning: float = 0.05
 
@@ -62,6 +65,8 @@ class SauronConfig(TrainerConfig):
         if self.prune_batches < 1 or self.prune_batches > self.iterations_per_epoch:
             raise ValueError(f"prune_batches must be 1..iterations per epoch ({self.iterations_per_epoch}), "
                              f"got {self.prune_batches}")
+        if self.dice_guard is not None and not 0 < self.dice_guard < 1:
+            raise ValueError(f"dice_guard must lie in (0, 1), got {self.dice_guard}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be at least 1 epoch, got {self.stop_after}")
 
@@ -125,13 +130,14 @@ class SauronTrainer(Trainer):
         train = [h["train_loss"] for h in self.history] + [metrics["train_loss"]]
         val = [h["val_loss"] for h in self.history] + [metrics["val_loss"]]
         losses_ok = losses_converged(train, val, s.rho, self.config.val_test)
+        paused = self.guard_pauses(metrics)
         report = {}
         widths_before = self.network.widths()
         for name in widths_before:
-            state = advance(self.layer_states[name], losses_ok, s)
+            state = self.layer_states[name] if paused else advance(self.layer_states[name], losses_ok, s)
             tau = threshold(state, s)
             removed = 0
-            if name in self._scores:
+            if name in self._scores and not paused:
                 score = torch.stack(self._scores[name]).mean(0)
                 k = self._references[name]
                 prune = (score < tau) & (torch.arange(score.numel()) != k)
@@ -140,15 +146,28 @@ class SauronTrainer(Trainer):
                     group = next(g for g in self.network.prunable_groups() if g.name == name)
                     slices = remove_channels(self.network, group, torch.nonzero(~prune).flatten())
                     slice_optimizer_state(self.optimizer, slices)
-            self.layer_states[name] = record_pruning(state, widths_before[name], removed)
+            if not paused:
+                self.layer_states[name] = record_pruning(state, widths_before[name], removed)
             report[name] = {"tau": tau, "patience": state.patience, "width": widths_before[name] - removed,
                             "removed": removed}
         self._scores, self._references = {}, {}
         metrics["sauron"] = report
+        metrics["sauron_paused"] = paused
+        if paused:
+            logger.info("epoch %d: Sauron paused: pseudo-Dice (EMA) %.4f is more than %.3f below its best", epoch,
+                        metrics["ema_pseudo_dice"], self.config.dice_guard)
         total = sum(r["removed"] for r in report.values())
         if total:
             logger.info("epoch %d: Sauron removed %d channels; %d remain", epoch, total,
                         sum(r["width"] for r in report.values()))
+
+    def guard_pauses(self, metrics: dict) -> bool:
+        """``dice_guard``: no threshold step and no removal in an epoch whose EMA pseudo-Dice lies more than
+        ``dice_guard`` below its best so far, so pruning never outruns what the network can re-learn."""
+        margin = self.config.dice_guard
+        ema = [e for e in [h["ema_pseudo_dice"] for h in self.history] + [metrics["ema_pseudo_dice"]]
+               if e is not None]
+        return margin is not None and bool(ema) and ema[-1] < max(ema) - margin
 
     def training_done(self) -> bool:
         """``stop_after``: every layer at τ_max and nothing removed for the last ``stop_after`` epochs."""

@@ -143,6 +143,33 @@ def test_a_collapsing_dice_while_pruning_is_reported(results_paths):
 
 def test_invalid_sauron_options_are_refused():
     import pytest
-    for bad in ({"score_maps": "l1"}, {"val_test": "never"}, {"prune_batches": 3}, {"stop_after": 0}):
+    for bad in ({"score_maps": "l1"}, {"val_test": "never"}, {"prune_batches": 3}, {"stop_after": 0},
+                {"dice_guard": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             with_overrides(FAST, **bad)
+
+
+def _epoch_end_with_zero_scores(t, ema_history, ema_now):
+    """One epoch end whose δ_prune is 0 for every channel (all but the reference would go) after a history of
+    EMA pseudo-Dice values."""
+    t.history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": v}
+                 for e, v in enumerate(ema_history)]
+    t._scores = {name: [torch.zeros(w)] for name, w in t.network.widths().items()}
+    t._references = {name: 0 for name in t._scores}
+    metrics = {"epoch": len(ema_history), "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": ema_now}
+    t.on_epoch_end(len(ema_history), metrics)
+    return metrics
+
+
+def test_dice_guard_pauses_pruning_while_dice_is_down(results_paths):
+    planned = sum(default_widths(make(results_paths).cfg.network).values())
+    guarded = make(results_paths, with_overrides(FAST, dice_guard=0.1))
+    states = dict(guarded.layer_states)
+    metrics = _epoch_end_with_zero_scores(guarded, [0.5, 0.9, 0.85], 0.75)  # 0.15 below the best
+    assert metrics["sauron_paused"] and sum(guarded.network.widths().values()) == planned
+    assert guarded.layer_states == states  # no threshold step either
+    metrics = _epoch_end_with_zero_scores(guarded, [0.5, 0.9, 0.85], 0.85)  # within the margin: prunes
+    assert not metrics["sauron_paused"] and sum(guarded.network.widths().values()) == len(states)
+    paper = make(results_paths)  # no guard, as the paper
+    assert not _epoch_end_with_zero_scores(paper, [0.5, 0.9, 0.85], 0.2)["sauron_paused"]
+    assert sum(paper.network.widths().values()) == len(states)
