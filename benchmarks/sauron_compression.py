@@ -17,7 +17,7 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
 - ``single2d``: the ``2d`` configuration with the ``nnunet`` preset's widths (32…512), single-phase, paper
   constants: the paper's claim is about nnU-Net-sized networks, and 2D keeps them affordable here;
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
-  ``zscore`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
+  ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05``.
 
 Printed (and written with ``--json`` for ``make bench``): per model forward FLOPs and parameters (one patch,
@@ -83,7 +83,7 @@ def runs(args) -> dict[str, Run]:
         "ablation": Run("3d_fullres", "cpu", [
             Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
-            Model("sauron_init_zscore_maps", flags=("--score-maps", "zscore"), **init),
+            Model("sauron_init_minmax_maps", flags=("--score-maps", "minmax"), **init),
             Model("sauron_init_reference_val_test", flags=("--val-test", "reference"), **init),
             Model("sauron_init_prune_batches_4", flags=("--prune-batches", "4"), **init),
             Model("sauron_init_dice_guard", flags=("--dice-guard", "0.05"), **init)]),

@@ -313,9 +313,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     sauron.add_argument("--prune-batches", type=int, help="last training batches of an epoch averaged for "
                                                           "the pruning score (1, the paper's)")
     sauron.add_argument("--score-maps", choices=["raw", "zscore", "minmax"],
-                        help="how the pruning score sees each feature map: min-max normalised like the clustering "
-                             "term (minmax, default), standardised (zscore), or raw (the reference code's rule; with "
-                             "our affine InstanceNorm it sees each channel's scale and offset)")
+                        help="how the pruning score sees each feature map: standardised (zscore, default: as the "
+                             "reference network's norm without affine made them), min-max normalised like the "
+                             "clustering term (minmax), or raw (the reference code's rule; with our affine "
+                             "InstanceNorm it sees each channel's scale and offset)")
     sauron.add_argument("--val-test", choices=["intended", "reference"],
                         help="thresholds wait while the validation loss still reaches new minima (intended, "
                              "default) or ignore it (reference: the paper's code, whose test was always false)")

@@ -42,10 +42,11 @@ class SauronConfig(TrainerConfig):
     pool: int = SauronSettings.pool
     #: δ_prune is averaged over this many last training batches of each epoch (the paper: 1)
     prune_batches: int = 1
-    #: how δ_prune sees the maps (sauronnet.pruning.distances.SCORE_MAPS): "minmax", the view of the clustering
-    #: term, so δ_prune measures the clusters δ_opt builds; "zscore"; or "raw", the reference code's rule, which
-    #: with our affine norms sees every channel's γ and β
-    score_maps: str = "minmax"
+    #: how δ_prune sees the maps (sauronnet.pruning.distances.SCORE_MAPS): "zscore", standardised maps as the
+    #: reference network's norm without affine made them; "minmax", the clustering term's view, which makes sparse
+    #: maps (thin structures) look alike; or "raw", the reference code's rule, which with our affine norms sees
+    #: every channel's γ and β
+    score_maps: str = "zscore"
     #: the schedule's validation-loss test: "intended" or "reference" (always passes, as the paper ran it)
     val_test: str = "intended"
     #: non-paper: stop early once every layer's threshold has been at τ_max, and no channel has been removed,
