@@ -17,7 +17,7 @@ import torch
 
 from sauronnet.atomic import write_text_atomic
 from sauronnet.networks.complexity import measure, unpruned_like
-from sauronnet.networks.unet import UNet
+from sauronnet.networks.unet import UNet, default_widths
 from sauronnet.pruning.distances import SCORE_MAPS, delta_opt, delta_prune
 from sauronnet.pruning.optim_state import slice_optimizer_state
 from sauronnet.pruning.schedule import (VAL_TESTS, LayerState, SauronSettings, advance, losses_converged,
@@ -213,10 +213,15 @@ class SauronTrainer(Trainer):
         last = ema[-1][1]
         if best - last <= self.config.dice_drop_warning:
             return []
+        last_block = list(self.network.widths())[-1]
+        planned = default_widths(self.cfg.network)[last_block]
         return [f"validation pseudo-Dice fell from {best:.3f} (epoch {best_epoch}) to {last:.3f} while Sauron "
-                f"removed {removed} channels: the thresholds rose before the network had learned (short, noisy "
-                "epochs pass the plateau test early). Train longer epochs (--iters), or train -tr Trainer first "
-                "and prune that model with --init-from (README: 'Two ways to a small model')."]
+                f"removed {removed} channels, so the pruned model segments worse than it did. Seen causes: the "
+                "thresholds rose before the network had learned (short, noisy epochs pass the plateau test early), "
+                f"or the block feeding the segmentation head ({last_block}: {self.network.widths()[last_block]} of "
+                f"{planned} channels left) lost channels a class needed. Train longer epochs (--iters), prune a "
+                "trained model with --init-from, or pause pruning while Dice is down with --dice-guard (README: "
+                "'Two ways to a small model')."]
 
     # ---- checkpoints and outputs -----------------------------------------------------------------------------
     def checkpoint_extras(self) -> dict:
