@@ -46,7 +46,7 @@ DATASETS = {"toy64": "synthetic ~64³ (toy64)", "real_ct": "real CT (TotalSegmen
 #: the budgets of the Sauron compression runs (benchmarks/sauron_compression.py; issue 10's runs 1-3)
 SAURON_RUNS = {
     "init3d": [],
-    "single3d": ["--epochs", "300", "--iters", "10", "--val-iters", "5"],
+    "single3d": ["--epochs", "60", "--iters", "20", "--val-iters", "10"],  # shares init3d's unpruned model
     "single2d": ["--epochs", "200", "--iters", "5", "--val-iters", "3", "--batch-size", "8"],
 }
 

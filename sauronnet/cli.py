@@ -657,9 +657,13 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
           f"({100 * pruning['flops_removed_fraction']:.1f} % removed)")
     print(f"  prediction time per test case (mirroring TTA, start-up included): unpruned {per_case['Trainer']:.2f} s, "
           f"pruned {per_case['SauronTrainer']:.2f} s")
-    print(f"  pruning phase: {pruning['epochs_trained']} epochs ({' '.join(DEMO_PRUNE)}), the paper's constants; "
-          f"non-paper: --stop-after {INIT_FROM_STOP_AFTER} ended it once every threshold had sat at tau-max with "
-          "nothing removed")
+    budget = int(DEMO_PRUNE[DEMO_PRUNE.index("--epochs") + 1])
+    stop = (f"--stop-after {INIT_FROM_STOP_AFTER} ended it: every threshold had sat at tau-max with nothing removed"
+            if pruning["epochs_trained"] < budget else
+            f"--stop-after {INIT_FROM_STOP_AFTER} would have ended it once every threshold had sat at tau-max with "
+            "nothing removed; channels were still being removed at the last epoch")
+    print(f"  pruning phase: {pruning['epochs_trained']} of {budget} epochs ({' '.join(DEMO_PRUNE)}), the paper's "
+          f"constants; non-paper: {stop}")
     for warning in pruning["warnings"]:
         print(f"  warning: {warning}")
     print(f"  total demo time {time.perf_counter() - t0:.0f} s; models in {models['Trainer'].parent}")
