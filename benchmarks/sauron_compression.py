@@ -18,7 +18,7 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   constants: the paper's claim is about nnU-Net-sized networks, and 2D keeps them affordable here;
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
-  ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05``.
+  ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``.
 
 Printed (and written with ``--json`` for ``make bench``): per model forward FLOPs and parameters (one patch,
 ``torch.utils.flop_counter``), CPU sliding-window time per test case (no TTA; every model interleaved case by
@@ -86,7 +86,8 @@ def runs(args) -> dict[str, Run]:
             Model("sauron_init_minmax_maps", flags=("--score-maps", "minmax"), **init),
             Model("sauron_init_reference_val_test", flags=("--val-test", "reference"), **init),
             Model("sauron_init_prune_batches_4", flags=("--prune-batches", "4"), **init),
-            Model("sauron_init_dice_guard", flags=("--dice-guard", "0.05"), **init)]),
+            Model("sauron_init_dice_guard", flags=("--dice-guard", "0.05"), **init),
+            Model("sauron_init_protect_last_block", flags=("--protect-last-block",), **init)]),
     }
 
 

@@ -323,6 +323,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     sauron.add_argument("--stop-after", type=int, metavar="N",
                         help="non-paper: stop once every threshold has been at tau-max and no channel was removed "
                              "for N epochs (default for --init-from: 10; otherwise train every epoch)")
+    sauron.add_argument("--protect-last-block", action="store_const", const=True, default=None,
+                        help="non-paper: never prune the block that feeds the final segmentation head (its few "
+                             "full-resolution channels carry each class's evidence)")
     sauron.add_argument("--dice-guard", type=float, metavar="MARGIN",
                         help="non-paper: no threshold step and no removal in epochs whose validation pseudo-Dice "
                              "(EMA) lies more than MARGIN below its best (default: off, as the paper)")
@@ -359,7 +362,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         _set_threads(device, args.threads)
         cls = TRAINERS[args.trainer]
         sauron_flags = {k: getattr(args, k) for k in ("lam", "tau_max", "kappa", "rho", "mu", "prune_batches",
-                                                       "score_maps", "val_test", "stop_after", "dice_guard")}
+                                                       "score_maps", "val_test", "stop_after", "dice_guard",
+                                                       "protect_last_block")}
         given = sorted(k for k, v in sauron_flags.items() if v is not None)
         if init is not None and "stop_after" in cls.config_class.__dataclass_fields__ and args.stop_after is None:
             sauron_flags["stop_after"] = INIT_FROM_STOP_AFTER

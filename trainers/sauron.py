@@ -55,6 +55,8 @@ class SauronConfig(TrainerConfig):
     #: non-paper: pause the schedule (no τ step, no removal) in epochs whose EMA pseudo-Dice lies more than this
     #: below its best (None: never, as the paper)
     dice_guard: float | None = None
+    #: non-paper: never prune the block that feeds the final segmentation head (False: prune it, as the paper)
+    protect_last_block: bool = False
     #: warn when the EMA pseudo-Dice ends this far below its best while channels were removed
     dice_drop_warning: float = 0.05
 
@@ -134,11 +136,12 @@ class SauronTrainer(Trainer):
         paused = self.guard_pauses(metrics)
         report = {}
         widths_before = self.network.widths()
+        protected = {list(widths_before)[-1]} if self.config.protect_last_block else set()
         for name in widths_before:
             state = self.layer_states[name] if paused else advance(self.layer_states[name], losses_ok, s)
             tau = threshold(state, s)
             removed = 0
-            if name in self._scores and not paused:
+            if name in self._scores and not paused and name not in protected:
                 score = torch.stack(self._scores[name]).mean(0)
                 k = self._references[name]
                 prune = (score < tau) & (torch.arange(score.numel()) != k)

@@ -173,3 +173,13 @@ def test_dice_guard_pauses_pruning_while_dice_is_down(results_paths):
     paper = make(results_paths)  # no guard, as the paper
     assert not _epoch_end_with_zero_scores(paper, [0.5, 0.9, 0.85], 0.2)["sauron_paused"]
     assert sum(paper.network.widths().values()) == len(states)
+
+
+def test_protect_last_block_keeps_the_head_input_whole(results_paths):
+    t = make(results_paths, with_overrides(FAST, protect_last_block=True))
+    planned = dict(t.network.widths())
+    last = list(planned)[-1]
+    _epoch_end_with_zero_scores(t, [0.5], 0.5)
+    widths = t.network.widths()
+    assert widths[last] == planned[last]
+    assert all(w == 1 for k, w in widths.items() if k != last)  # every other layer kept only its reference
