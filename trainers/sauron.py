@@ -136,7 +136,7 @@ class SauronTrainer(Trainer):
         paused = self.guard_pauses(metrics)
         report = {}
         widths_before = self.network.widths()
-        protected = {list(widths_before)[-1]} if self.config.protect_last_block else set()
+        protected = {self.head_input_block()} if self.config.protect_last_block else set()
         for name in widths_before:
             state = self.layer_states[name] if paused else advance(self.layer_states[name], losses_ok, s)
             tau = threshold(state, s)
@@ -164,6 +164,10 @@ class SauronTrainer(Trainer):
         if total:
             logger.info("epoch %d: Sauron removed %d channels; %d remain", epoch, total,
                         sum(r["width"] for r in report.values()))
+
+    def head_input_block(self) -> str:
+        """The prunable layer that feeds the final segmentation head (the last one in forward order)."""
+        return list(self.network.widths())[-1]
 
     def guard_pauses(self, metrics: dict) -> bool:
         """``dice_guard``: no threshold step and no removal in an epoch whose EMA pseudo-Dice lies more than
@@ -216,7 +220,7 @@ class SauronTrainer(Trainer):
         last = ema[-1][1]
         if best - last <= self.config.dice_drop_warning:
             return []
-        last_block = list(self.network.widths())[-1]
+        last_block = self.head_input_block()
         planned = default_widths(self.cfg.network)[last_block]
         return [f"validation pseudo-Dice fell from {best:.3f} (epoch {best_epoch}) to {last:.3f} while Sauron "
                 f"removed {removed} channels, so the pruned model segments worse than it did. Seen causes: the "
