@@ -19,6 +19,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from sauronnet.networks.cpu_kernels import conv, instance_norm
 from sauronnet.plans import NetworkPlan
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -36,7 +37,7 @@ class ConvBlock(nn.Module):
         self.nonlin = nn.LeakyReLU(0.01, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.nonlin(self.norm(self.conv(x)))
+        return self.nonlin(instance_norm(conv(self.conv, x), self.norm))
 
 
 @dataclass(frozen=True)
