@@ -330,6 +330,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                         help="non-paper: no threshold step and no removal in epochs whose validation pseudo-Dice "
                              "(EMA) lies more than MARGIN below its best (default: off, as the paper)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="network arithmetic: auto = float16 AMP on CUDA, fp32 on the CPU; bf16 = bfloat16 "
+                             "autocast, only on a CPU with native bfloat16 (AMX or AVX512-BF16); the loss and "
+                             "Sauron's distances stay float32 (README: 'Speed on the CPU')")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores on CPU)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -373,14 +377,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                          f"not {cls.name}")
         config = with_overrides(cls.config_class(), epochs=args.epochs, iterations_per_epoch=args.iters,
                                 val_iterations=args.val_iters, seed=args.seed, num_workers=args.workers,
-                                initial_lr=args.lr, **sauron_flags)
+                                initial_lr=args.lr, precision=args.precision, **sauron_flags)
         trainer = cls(plans, args.configuration, args.fold, paths, config, device)
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
     handler = _add_log_file(trainer.output_dir / "training.log")
     try:
-        logger.info("training %s fold %s: %s (%s, %s) on %s, %d training / %d validation cases", name, args.fold,
-                    cls.name, preset, args.configuration, device, len(trainer.train_ids), len(trainer.val_ids))
+        logger.info("training %s fold %s: %s (%s, %s) on %s in %s, %d training / %d validation cases", name,
+                    args.fold, cls.name, preset, args.configuration, device, trainer.precision,
+                    len(trainer.train_ids), len(trainer.val_ids))
         t0 = time.perf_counter()
         summary = trainer.fit(resume=args.resume, progress=not args.no_progress, init_from=init)
     except (FileNotFoundError, ValueError) as e:
@@ -445,6 +450,10 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                              "improved in every fold: fold_F/postprocessing.json)")
     parser.add_argument("--continue", dest="resume", action="store_true", help="skip cases already written")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="network arithmetic: auto = bf16 on a CPU with native bfloat16 (AMX or AVX512-BF16), "
+                             "fp32 elsewhere and on CUDA; accumulation, softmax and resampling stay float32 "
+                             "(README: 'Speed on the CPU')")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores on CPU)")
     parser.add_argument("-np", "--num-processes", type=int, default=1,
                         help="worker processes reading/preprocessing upcoming cases and resampling/writing "
@@ -457,13 +466,15 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         parser.error("-np must be at least 1")
     from sauronnet.inference.inputs import find_cases
     from sauronnet.inference.predictor import Predictor, predict_cases
+    from sauronnet.precision import resolve_precision
 
     try:
         device = _resolve_device(args.device)
         _set_threads(device, args.threads)
         model_dir = _model_dir(paths_from_env(), args)
+        precision = resolve_precision(args.precision, device)
         predictor = Predictor.from_model_dir(model_dir, args.folds, args.checkpoint, args.step,
-                                             not args.disable_tta, device, not args.no_postprocessing)
+                                             not args.disable_tta, device, not args.no_postprocessing, precision)
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
     cases, problems = find_cases(args.input, len(predictor.plans.channel_names))
@@ -474,7 +485,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {p}", file=sys.stderr)
     mean = f", {(time.perf_counter() - t0) / done:.2f} s per case" if done else ""
     print(f"predicted {done} case(s) into {args.output} with {len(predictor.networks)} fold(s) of "
-          f"{model_dir.name}{mean}")
+          f"{model_dir.name} in {predictor.precision}{mean}")
     return 1 if problems or failed else 0
 
 
@@ -612,9 +623,12 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
                     "predicts the held-out test images with both, evaluates them against their reference labels "
                     "and reports Dice, pruning (parameters/FLOPs) and prediction time. " + ENV_HELP,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="passed to sauron_train and sauron_predict (see their --help)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     quiet = ["--no-progress"] if args.no_progress else []
+    precision = ["--precision", args.precision]
     paths = paths_from_env()
     t0 = time.perf_counter()
     dataset = paths.raw / "Dataset001_Demo"
@@ -623,10 +637,11 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     steps = [
         ("data", demo_data_main, ["--overwrite"]),
         ("plan", plan_and_preprocess_main, ["-d", "1", "--preset", "cpu", "--verify"] + quiet),
-        ("train (unpruned)", train_main, ["1", "all", "-tr", "Trainer", "-p", "cpu"] + DEMO_TRAIN + quiet),
+        ("train (unpruned)", train_main, ["1", "all", "-tr", "Trainer", "-p", "cpu"] + DEMO_TRAIN + precision
+         + quiet),
         ("prune (Sauron, --init-from the unpruned model)", train_main,
          ["1", "all", "-tr", "SauronTrainer", "-p", "cpu", "--init-from", str(models["Trainer"])] + DEMO_PRUNE
-         + quiet),
+         + precision + quiet),
     ]
     for name, fn, step_argv in steps:
         print(f"== sauron_demo: {name} ==", flush=True)
@@ -640,7 +655,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         out = paths.results / "Dataset001_Demo" / f"demo_test_predictions_{name}"
         print(f"== sauron_demo: predict and evaluate ({name}) ==", flush=True)
         t_pred = time.perf_counter()
-        if predict_main(["-i", str(dataset / "imagesTs"), "-o", str(out), "-m", str(model)] + quiet) != 0:
+        if predict_main(["-i", str(dataset / "imagesTs"), "-o", str(out), "-m", str(model)] + precision + quiet) != 0:
             return 1
         per_case[name] = (time.perf_counter() - t_pred) / max(n_test, 1)
         if evaluate_main(["-ref", str(dataset / "labelsTs"), "-pred", str(out)]) != 0:

@@ -41,6 +41,7 @@ from sauronnet.losses import DeepSupervisionLoss
 from sauronnet.networks.unet import UNet, build_network, default_widths
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
+from sauronnet.precision import autocast, memory_format, resolve_precision
 from sauronnet.preprocessing.preprocess import config_folder, load_case
 from sauronnet.serialization import from_jsonable, read_json, to_jsonable, write_json_atomic
 from trainers.progress import plot_progress
@@ -71,11 +72,21 @@ class TrainerConfig:
     seed: int = 12345
     #: background augmentation processes; None = one per two CPU cores, at most 8
     num_workers: int | None = None
+    #: fp32, bf16 (CPU with native bfloat16) or auto: float16 AMP on CUDA, fp32 on the CPU (bf16 training is
+    #: opt-in until it is measured against fp32 on a bf16 CPU; see sauronnet.precision and the README)
+    precision: str = "auto"
 
 
 def poly_lr(epoch: int, epochs: int, initial_lr: float, exponent: float = 0.9) -> float:
     """nnU-Net's polynomial decay, set at the start of each epoch."""
     return initial_lr * (1 - epoch / epochs) ** exponent
+
+
+def resolve_training_precision(requested: str, device: torch.device) -> str:
+    """``auto`` trains with float16 AMP on CUDA and in fp32 on the CPU; ``bf16`` needs native bfloat16."""
+    if requested == "auto" and device.type == "cpu":
+        return "fp32"
+    return resolve_precision(requested, device, training=True)
 
 
 def default_workers() -> int:
@@ -130,11 +141,12 @@ class Trainer:
         self.data_folder = config_folder(paths.preprocessed / plans.dataset_name, plans.preset, configuration)
         self.train_ids, self.val_ids = self._split()
         self.labels = sorted(v for v in plans.labels.values() if v != 0)
-        self.use_amp = self.device.type == "cuda"
-        self.network = self.build_network().to(self.device)
+        self.precision = resolve_training_precision(config.precision, self.device)
+        self.memory_format = memory_format(self.device, self.precision, self.cfg.network.dim)
+        self.network = self.build_network().to(self.device, memory_format=self.memory_format)
         self.loss = self.build_loss()
         self.optimizer = self.configure_optimizers()
-        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
         self.epoch = 0
         self.batch_index = 0  # position of the current training batch within its epoch
         self.ema_dice: float | None = None
@@ -189,13 +201,18 @@ class Trainer:
         """The training objective; the Sauron trainer adds its clustering term here."""
         return self.loss(outputs, target)
 
+    def _forward(self, data: torch.Tensor) -> list[torch.Tensor]:
+        """The network in the run's precision and memory format; the outputs come back float32 so that the
+        loss (and Sauron's distances, on the captured maps) is computed in float32."""
+        with autocast(self.device, self.precision):
+            outputs = self.network(data.contiguous(memory_format=self.memory_format))
+        return [o.float() for o in outputs]
+
     def train_step(self, batch: dict) -> dict[str, float]:
         data = torch.from_numpy(batch["data"]).to(self.device, non_blocking=True)
         target = torch.from_numpy(batch["seg"]).to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, enabled=self.use_amp):
-            outputs = self.network(data)
-            loss = self.compute_loss(outputs, target)
+        loss = self.compute_loss(self._forward(data), target)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -212,9 +229,8 @@ class Trainer:
     def validation_step(self, batch: dict) -> dict[str, Any]:
         data = torch.from_numpy(batch["data"]).to(self.device)
         target = torch.from_numpy(batch["seg"]).to(self.device)
-        with torch.autocast(self.device.type, enabled=self.use_amp):
-            outputs = self.network(data)
-            loss = self.loss(outputs, target)
+        outputs = self._forward(data)
+        loss = self.loss(outputs, target)
         pred = outputs[0].argmax(1).cpu().numpy()
         ref = target[:, 0].cpu().numpy()
         counts = {c: confusion(pred, ref, c) for c in self.labels}
@@ -262,7 +278,7 @@ class Trainer:
             raise ValueError(f"{path} was written by {ckpt['trainer']} ({ckpt['configuration']}), not "
                              f"{self.name} ({self.configuration})")
         if ckpt["widths"] != self.network.widths():
-            self.network = self.build_network(ckpt["widths"]).to(self.device)
+            self.network = self.build_network(ckpt["widths"]).to(self.device, memory_format=self.memory_format)
             self.optimizer = self.configure_optimizers()
         self.network.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -293,7 +309,7 @@ class Trainer:
             raise ValueError(f"{path} was planned differently from {self.plans.dataset_name}'s {self.plans.preset} "
                              f"plans ({', '.join(differ)}); preprocess the dataset with that model's plans: "
                              f"sauron_plan_and_preprocess -d {self.plans.dataset_name} --plans {path.parent}")
-        self.network = self.build_network(ckpt["widths"]).to(self.device)
+        self.network = self.build_network(ckpt["widths"]).to(self.device, memory_format=self.memory_format)
         self.network.load_state_dict(ckpt["state_dict"])
         self.optimizer = self.configure_optimizers()
         logger.info("initialised from %s (%s, %d of %d channels)", path, ckpt["trainer"],
@@ -394,7 +410,8 @@ class Trainer:
         """
         self.network.eval()
         self.network.deep_supervision = False
-        predictor = Predictor([self.network], self.plans, self.configuration, mirror=False, device=self.device)
+        predictor = Predictor([self.network], self.plans, self.configuration, mirror=False, device=self.device,
+                              precision="bf16" if self.precision == "bf16" else "fp32")
         labels_dir = self.paths.raw / self.plans.dataset_name / "labelsTr"
         ending = _file_ending(self.paths.preprocessed / self.plans.dataset_name / "dataset.json")
         out_dir = self.output_dir / "validation"
@@ -402,8 +419,7 @@ class Trainer:
         try:
             for case_id in tqdm(self.val_ids, desc="final validation", disable=not progress, unit="case"):
                 data, seg, props = load_case(self.data_folder, case_id, mmap=False)
-                with torch.autocast(self.device.type, enabled=self.use_amp):
-                    probs = predictor.predict_preprocessed(data)
+                probs = predictor.predict_preprocessed(data)
                 raw_label = labels_dir / f"{case_id}{ending}"
                 if raw_label.is_file():
                     pred = finish_case(probs, props, self.plans, self.cfg).labels

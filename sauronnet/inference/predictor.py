@@ -27,6 +27,7 @@ from sauronnet.atomic import atomic_path
 from sauronnet.checkpoint import load_checkpoint, network_from_checkpoint
 from sauronnet.networks.unet import UNet
 from sauronnet.plans import ConfigurationPlan, Plans
+from sauronnet.precision import autocast, memory_format
 from sauronnet.preprocessing.preprocess import CaseProperties, preprocess_case
 from sauronnet.serialization import read_json
 
@@ -59,7 +60,7 @@ class Predictor:
     def __init__(self, networks: Sequence[UNet], plans: Plans, configuration: str, step: float = 0.5,
                  mirror: bool = True, device: str | torch.device = "cpu",
                  keep_largest_component: Sequence[int] = (), allowed_mirror_axes: Sequence[int] | None = None,
-                 average_logits: bool = False):
+                 average_logits: bool = False, precision: str = "fp32"):
         if not networks:
             raise ValueError("a predictor needs at least one network")
         if not 0 < step <= 1:
@@ -71,15 +72,27 @@ class Predictor:
         self.mirror_axes = tuple(allowed) if mirror else ()
         self.keep_largest_component = tuple(keep_largest_component)
         self.average_logits = average_logits
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"a predictor runs fp32 or bf16 (resolve 'auto' with resolve_precision), got {precision!r}")
+        self.precision = precision
+        self._format = memory_format(self.device, precision, self.config.network.dim)
+        self.networks = [net.to(memory_format=self._format) for net in self.networks]
+
+    def _network_call(self, net: UNet):
+        """The only precision-specific step: the network in its precision and layout, logits back in float32."""
+        def call(x: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device, self.precision):
+                return net(x.contiguous(memory_format=self._format)).float()
+        return call
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, folds: Sequence[str] | None = None, checkpoint: str = "final",
                        step: float = 0.5, mirror: bool = True, device: str = "cpu",
-                       postprocess: bool = True) -> Predictor:
+                       postprocess: bool = True, precision: str = "fp32") -> Predictor:
         """Loads ``model_dir/fold_F/checkpoint_{checkpoint}.pth`` for each fold (default: every fold found).
 
         With ``postprocess``, keep-largest-component applies to the labels every fold's validation chose
-        (``fold_F/postprocessing.json``).
+        (``fold_F/postprocessing.json``). ``precision``: ``fp32`` or ``bf16`` (see :mod:`sauronnet.precision`).
         """
         model_dir = Path(model_dir)
         if checkpoint not in CHECKPOINTS:
@@ -108,7 +121,7 @@ class Predictor:
             labels = set(read_json(path)["keep_largest_component"]) if postprocess and path.is_file() else set()
             keep = labels if keep is None else keep & labels
         return cls([n for n, _, _ in loaded], plans, configuration, step, mirror, device,
-                   sorted(keep or ()), allowed, logits)
+                   sorted(keep or ()), allowed, logits, precision)
 
     @torch.inference_mode()
     def predict_preprocessed(self, data: np.ndarray) -> np.ndarray:
@@ -120,11 +133,12 @@ class Predictor:
         patch = self.config.patch_size
         probs = None
         for net in self.networks:
+            call = self._network_call(net)
             if self.config.network.dim == 2:
-                logits = torch.stack([sliding_window(net, x[:, z], patch, self.step, True, self.mirror_axes)
+                logits = torch.stack([sliding_window(call, x[:, z], patch, self.step, True, self.mirror_axes)
                                       for z in range(x.shape[1])], dim=1)
             else:
-                logits = sliding_window(net, x, patch, self.step, True, self.mirror_axes)
+                logits = sliding_window(call, x, patch, self.step, True, self.mirror_axes)
             p = logits if self.average_logits else torch.softmax(logits, 0)
             probs = p if probs is None else probs + p
         return (probs / len(self.networks)).cpu().numpy()
