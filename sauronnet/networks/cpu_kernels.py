@@ -17,13 +17,19 @@ Two measured facts (torch 2.13, 2 threads, ``benchmarks/cpu_limit.py``; the prof
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import register_flop_formula
 
-from sauronnet.precision import native_bf16
+
+
+@lru_cache(maxsize=1)
+def _onednn_bf16() -> bool:
+    """oneDNN's own condition for its bf16 convolution (AVX512-BW/VL/DQ or AVX-NE-CONVERT)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @register_flop_formula(torch.ops.aten.mkldnn_convolution)
@@ -39,7 +45,7 @@ def _onednn_ok(x: torch.Tensor, module: nn.Module) -> bool:
         return False
     if x.dtype == torch.float32:
         return module.weight.dtype == torch.float32
-    return x.dtype == torch.bfloat16 and native_bf16()
+    return x.dtype == torch.bfloat16 and _onednn_bf16()
 
 
 def conv(module: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:

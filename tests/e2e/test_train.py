@@ -70,3 +70,14 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_continue_finishes(results_path
     assert list(h["epoch"] for h in final["history"]) == list(range(6))
     assert not list(fold.glob(".*.tmp"))
     assert isinstance(final["state_dict"]["encoder.0.0.conv.weight"], torch.Tensor)
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_is_refused_before_anything_is_written(results_paths, monkeypatch,
+                                                                                      capsys):
+    import sauronnet.precision
+    point_env(results_paths, monkeypatch)
+    monkeypatch.setattr(sauronnet.precision, "native_bf16", lambda: False)
+    assert cli.train_main(["1", "0", "-tr", "Trainer", "--epochs", "1", "--precision", "bf16", "--device",
+                           "cpu"]) == 1
+    assert "no native bfloat16" in capsys.readouterr().err
+    assert not (results_paths.results / "Dataset001_Demo").exists()

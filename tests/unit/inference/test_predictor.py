@@ -12,14 +12,14 @@ from tests.unit.preprocessing.test_preprocess import make_plans
 OBLIQUE = tuple(np.array([[0.0, -1.0, 0.0], [0.8660254, 0.0, -0.5], [0.5, 0.0, 0.8660254]]).ravel())
 
 
-def _predictor(seeds, mirror=False, average_logits=False) -> Predictor:
+def _predictor(seeds, mirror=False, average_logits=False, precision="fp32") -> Predictor:
     plans = make_plans((1.0, 1.0, 1.0), transpose=(2, 0, 1))
     cfg = plans.configuration("3d_fullres")
     nets = []
     for s in seeds:
         torch.manual_seed(s)
         nets.append(build_network(cfg.network, 1, plans.num_classes, deep_supervision=False).eval())
-    return Predictor(nets, plans, "3d_fullres", mirror=mirror, average_logits=average_logits)
+    return Predictor(nets, plans, "3d_fullres", mirror=mirror, average_logits=average_logits, precision=precision)
 
 
 @pytest.mark.parametrize("ending", [".nii.gz", ".nrrd"])
@@ -108,3 +108,20 @@ def test_postprocessing_keeps_one_component_per_chosen_label():
     labels = p.predict(data, geo).labels
     for c in (1, 2):
         assert ndimage.label(labels == c, np.ones((3, 3, 3)))[1] <= 1
+
+
+def test_bf16_runs_the_network_in_bfloat16_and_accumulates_in_float32():
+    data = np.random.RandomState(3).normal(0, 1, (1, 9, 14, 11)).astype(np.float32)
+    fp32, bf16 = _predictor([0]), _predictor([0], precision="bf16")
+    seen = []
+    bf16.networks[0].heads[-1].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    a, b = fp32.predict_preprocessed(data), bf16.predict_preprocessed(data)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert b.dtype == np.float32 and a.shape == b.shape
+    assert np.allclose(b.sum(0), 1, atol=1e-5)  # softmax after the float32 accumulation
+    assert 0 < np.abs(a - b).max() < 0.05
+
+
+def test_unknown_predictor_precision_is_refused():
+    with pytest.raises(ValueError, match="fp32 or bf16"):
+        _predictor([0], precision="auto")

@@ -17,6 +17,7 @@ import torch
 
 from sauronnet import cli
 from sauronnet.evaluation import dice_per_class
+import sauronnet.precision
 from sauronnet.inference.predictor import Predictor
 from sauronnet.interop.nnunet import (NnUNetImportError, convert_plans, convert_state_dict, import_nnunet_model,
                                       load_nnunet_checkpoint, resolve_configuration)
@@ -42,12 +43,17 @@ def _edit_json(path: Path, edit) -> None:
     path.write_text(json.dumps(data))
 
 
-def test_import_then_predict_reproduces_nnunet(tmp_path, capsys):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_import_then_predict_reproduces_nnunet(tmp_path, capsys, monkeypatch, precision):
+    # bf16 is refused on CPUs without native bfloat16; its numbers are the same there, only slow
+    monkeypatch.setattr(sauronnet.precision, "native_bf16", lambda: True)
     out = tmp_path / "imported"
     assert cli.import_nnunet_main(["-m", str(FIXTURE / "model"), "-o", str(out)]) == 0
     assert "model:" in capsys.readouterr().out
     assert cli.predict_main(["-i", str(FIXTURE / "imagesTs"), "-o", str(tmp_path / "pred"), "-m", str(out),
-                             "--save-probabilities", "--no-postprocessing", "--no-progress"]) == 0
+                             "--save-probabilities", "--no-postprocessing", "--no-progress",
+                             "--precision", precision]) == 0
+    assert f"in {precision}" in capsys.readouterr().out
     ours = sitk.ReadImage(str(tmp_path / "pred" / f"{CASE}.nii.gz"))
     theirs = sitk.ReadImage(str(FIXTURE / "nnunet_prediction" / f"{CASE}.nii.gz"))
     assert ours.GetSize() == theirs.GetSize()

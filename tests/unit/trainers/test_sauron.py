@@ -1,4 +1,5 @@
 import json
+import math
 
 import torch
 
@@ -183,3 +184,15 @@ def test_protect_last_block_keeps_the_head_input_whole(results_paths):
     widths = t.network.widths()
     assert widths[last] == planned[last]
     assert all(w == 1 for k, w in widths.items() if k != last)  # every other layer kept only its reference
+
+
+def test_sauron_prunes_in_bf16_without_nan(results_paths, monkeypatch):
+    import sauronnet.precision
+    monkeypatch.setattr(sauronnet.precision, "native_bf16", lambda: True)  # same numbers, only slower, here
+    t = make(results_paths, with_overrides(FAST, precision="bf16"))
+    assert t.precision == "bf16"
+    summary = t.fit(progress=False)
+    losses = [h["train_loss"] for h in t.history] + [h["val_loss"] for h in t.history]
+    assert all(math.isfinite(v) for v in losses)
+    assert summary["pruning"]["flops_after"] < summary["pruning"]["flops_before"]
+    assert all(math.isfinite(v) for v in summary["mean_dice"].values() if v == v)
