@@ -60,6 +60,7 @@ def steps(quick: bool) -> dict[str, list[str]]:
         "train_step": ["train_step_vs_nnunet.py", "--threads", str(THREADS),
                        *(["--steps", "3", "--warmup", "1"] if quick else [])],
         "predict": ["predict_vs_nnunet.py", "--toy64", "--real-ct", "--threads", str(THREADS), *n],
+        "cpu_limit": ["cpu_limit.py", "--threads", str(THREADS), *(["--repeats", "1"] if quick else [])],
         **{f"sauron_{run}": ["sauron_compression.py", "--run", run, "--threads", str(THREADS),
                              *(["--epochs", "4", "--iters", "4", "--init-epochs", "4", "--init-iters", "4"]
                                if quick else budget)]

@@ -40,8 +40,13 @@ def _mkldnn_convolution_flop(x_shape, w_shape, bias, padding, stride, dilation, 
     return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
 
 
+def _tracing() -> bool:
+    """Exporters and compilers see the plain convolution (ONNX has no oneDNN op)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
 def _onednn_ok(x: torch.Tensor, module: nn.Module) -> bool:
-    if x.device.type != "cpu" or module.groups != 1 or not torch.backends.mkldnn.is_available():
+    if x.device.type != "cpu" or module.groups != 1 or not torch.backends.mkldnn.is_available() or _tracing():
         return False
     if x.dtype == torch.float32:
         return module.weight.dtype == torch.float32
