@@ -174,7 +174,7 @@ class Bench:
     def complexity(self, model: Model) -> tuple[int, float]:
         import torch
 
-        from sauronnet.inference.predictor import load_fold_network
+        from sauronnet.inference.torch_network import load_fold_network
         from sauronnet.networks.complexity import measure
         net, plans, configuration = load_fold_network(self.checkpoint(model), torch.device("cpu"))
         c = measure(net, plans.configuration(configuration).patch_size)
@@ -217,7 +217,7 @@ def flops_per_epoch(bench: Bench, model: Model, layers: list[dict]) -> list[floa
     """Forward FLOPs of one patch after each epoch, from the widths recorded in pruning.jsonl."""
     import torch
 
-    from sauronnet.inference.predictor import load_fold_network
+    from sauronnet.inference.torch_network import load_fold_network
     from sauronnet.networks.complexity import measure
     from sauronnet.networks.unet import build_network
     net, plans, configuration = load_fold_network(bench.checkpoint(model), torch.device("cpu"))

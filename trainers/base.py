@@ -36,6 +36,7 @@ from sauronnet.data.splits import SPLITS_FILE, load_splits
 from sauronnet.evaluation import confusion, dice_from_counts, dice_per_class, nanmean
 from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, decide_postprocessing
 from sauronnet.inference.predictor import Predictor, finish_case
+from sauronnet.inference.torch_network import TorchNetwork
 from sauronnet.io import read_seg, write_seg
 from sauronnet.losses import DeepSupervisionLoss
 from sauronnet.networks.unet import UNet, build_network, default_widths
@@ -410,8 +411,8 @@ class Trainer:
         """
         self.network.eval()
         self.network.deep_supervision = False
-        predictor = Predictor([self.network], self.plans, self.configuration, mirror=False, device=self.device,
-                              precision="bf16" if self.precision == "bf16" else "fp32")
+        network = TorchNetwork(self.network, self.device, "bf16" if self.precision == "bf16" else "fp32")
+        predictor = Predictor([network], self.plans, self.configuration, mirror=False)
         labels_dir = self.paths.raw / self.plans.dataset_name / "labelsTr"
         ending = _file_ending(self.paths.preprocessed / self.plans.dataset_name / "dataset.json")
         out_dir = self.output_dir / "validation"

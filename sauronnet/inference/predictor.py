@@ -1,9 +1,12 @@
-"""Whole-volume prediction with one or more trained folds.
+"""Whole-volume prediction with one or more folds, whatever runs the network.
 
-``Predictor.from_model_dir(dir, folds)`` rebuilds every fold's (possibly pruned) network from its checkpoint
-alone; :meth:`Predictor.predict` takes the raw image channels of one case and returns the label map on the
-input's grid (and, if asked, the class probabilities). Folds are ensembled by averaging softmax probabilities
-(imported nnU-Net models: by averaging logits, resampled before the softmax, as nnU-Net v2 does).
+A :class:`Predictor` holds one sliding-window :data:`~sauronnet.inference.sliding_window.Network` per fold (a
+torch network, :class:`sauronnet.inference.torch_network.TorchNetwork`, or an ONNX graph in onnxruntime,
+:class:`sauronnet.deploy.runtime.OnnxNetwork`) with the plans; :func:`sauronnet.inference.loading.load_predictor`
+builds one from a training folder or a ``.sauron`` bundle. :meth:`Predictor.predict` takes the raw image channels
+of one case and returns the label map on the input's grid (and, if asked, the class probabilities). Folds are
+ensembled by averaging softmax probabilities (imported nnU-Net models: by averaging logits, resampled before the
+softmax, as nnU-Net v2 does). Nothing here imports torch.
 """
 from __future__ import annotations
 
@@ -15,21 +18,16 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from sauronnet.inference.export import label_dtype, probabilities_to_labels, restore_probabilities
-from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, keep_largest_component
-from sauronnet.inference.sliding_window import sliding_window
+from sauronnet.inference.postprocessing import keep_largest_component
+from sauronnet.inference.sliding_window import Network, sliding_window
 from sauronnet.inference.inputs import InputCase
 from sauronnet.io import Geometry, read_images, write_seg
 from sauronnet.atomic import atomic_path
-from sauronnet.checkpoint import load_checkpoint, network_from_checkpoint
-from sauronnet.networks.unet import UNet
 from sauronnet.plans import ConfigurationPlan, Plans
-from sauronnet.precision import autocast, memory_format
 from sauronnet.preprocessing.preprocess import CaseProperties, preprocess_case
-from sauronnet.serialization import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -44,104 +42,71 @@ class Prediction:
     probabilities: np.ndarray | None
 
 
-def load_fold_network(path: Path, device: torch.device) -> tuple[UNet, Plans, str]:
-    """Rebuilds the network of a checkpoint (its widths, hence pruned ones too) without deep supervision."""
-    return _inference_network(load_checkpoint(path, device), device)
-
-
-def _inference_network(ckpt: dict, device: torch.device) -> tuple[UNet, Plans, str]:
-    net, plans, configuration = network_from_checkpoint(ckpt, deep_supervision=False)
-    return net.to(device).eval(), plans, configuration
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 0, in place (float32 (K, ...))."""
+    np.subtract(logits, logits.max(0, keepdims=True), out=logits)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(0, keepdims=True)
+    return logits
 
 
 class Predictor:
-    """Holds the networks and the inference settings; see :func:`sliding_window` for the tiling."""
+    """Holds the networks and the inference settings; see :func:`sliding_window` for the tiling.
 
-    def __init__(self, networks: Sequence[UNet], plans: Plans, configuration: str, step: float = 0.5,
-                 mirror: bool = True, device: str | torch.device = "cpu",
-                 keep_largest_component: Sequence[int] = (), allowed_mirror_axes: Sequence[int] | None = None,
-                 average_logits: bool = False, precision: str = "fp32"):
+    Args:
+        networks: one sliding-window network per fold.
+        plans, configuration: what the networks were trained with.
+        step: tile step as a fraction of the patch.
+        mirror: mirroring test-time augmentation along ``allowed_mirror_axes`` (default: every axis).
+        keep_largest_component: labels reduced to their largest connected component.
+        average_logits: average the folds' logits (imported nnU-Net models) instead of their softmax.
+        runtime: what runs the networks, for messages (e.g. ``torch fp32``, ``onnxruntime``).
+    """
+
+    def __init__(self, networks: Sequence[Network], plans: Plans, configuration: str, step: float = 0.5,
+                 mirror: bool = True, keep_largest_component: Sequence[int] = (),
+                 allowed_mirror_axes: Sequence[int] | None = None, average_logits: bool = False,
+                 runtime: str = ""):
         if not networks:
             raise ValueError("a predictor needs at least one network")
         if not 0 < step <= 1:
             raise ValueError(f"step must be in (0, 1], got {step}")
         self.networks, self.plans, self.configuration = list(networks), plans, configuration
         self.config = plans.configuration(configuration)
-        self.step, self.device = step, torch.device(device)
+        self.step = step
         allowed = tuple(range(self.config.network.dim)) if allowed_mirror_axes is None else allowed_mirror_axes
         self.mirror_axes = tuple(allowed) if mirror else ()
         self.keep_largest_component = tuple(keep_largest_component)
         self.average_logits = average_logits
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"a predictor runs fp32 or bf16 (resolve 'auto' with resolve_precision), got {precision!r}")
-        self.precision = precision
-        self._format = memory_format(self.device, precision, self.config.network.dim)
-        self.networks = [net.to(memory_format=self._format) for net in self.networks]
-
-    def _network_call(self, net: UNet):
-        """The only precision-specific step: the network in its precision and layout, logits back in float32."""
-        def call(x: torch.Tensor) -> torch.Tensor:
-            with autocast(self.device, self.precision):
-                return net(x.contiguous(memory_format=self._format)).float()
-        return call
+        self.runtime = runtime or getattr(self.networks[0], "name", type(self.networks[0]).__name__)
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, folds: Sequence[str] | None = None, checkpoint: str = "final",
                        step: float = 0.5, mirror: bool = True, device: str = "cpu",
                        postprocess: bool = True, precision: str = "fp32") -> Predictor:
-        """Loads ``model_dir/fold_F/checkpoint_{checkpoint}.pth`` for each fold (default: every fold found).
+        """A training folder's folds in torch; see :func:`sauronnet.inference.loading.load_predictor`."""
+        from sauronnet.inference.loading import load_predictor
+        return load_predictor(Path(model_dir), folds, checkpoint, step, mirror, device, postprocess, precision,
+                              backend="torch")
 
-        With ``postprocess``, keep-largest-component applies to the labels every fold's validation chose
-        (``fold_F/postprocessing.json``). ``precision``: ``fp32`` or ``bf16`` (see :mod:`sauronnet.precision`).
-        """
-        model_dir = Path(model_dir)
-        if checkpoint not in CHECKPOINTS:
-            raise ValueError(f"--checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
-        if folds is None:
-            name = f"checkpoint_{checkpoint}.pth"
-            folds = sorted(p.name[5:] for p in model_dir.glob("fold_*") if (p / name).is_file())
-            if not folds:
-                raise FileNotFoundError(f"{model_dir}: no fold_*/checkpoint_{checkpoint}.pth; train a fold first or "
-                                        "pick another --checkpoint")
-        dev = torch.device(device)
-        ckpts = [load_checkpoint(model_dir / f"fold_{f}" / f"checkpoint_{checkpoint}.pth", dev) for f in folds]
-        loaded = [_inference_network(c, dev) for c in ckpts]
-        plans, configuration = loaded[0][1], loaded[0][2]
-        for (_, p, c), f in zip(loaded[1:], folds[1:]):
-            if p != plans or c != configuration:
-                raise ValueError(f"{model_dir}/fold_{f} was trained with other plans or configuration than "
-                                 f"fold_{folds[0]}; ensemble only folds of one model")
-        # an imported nnU-Net model carries its trainer's allowed mirroring axes (ours mirror along all axes) and
-        # asks for nnU-Net's export rule (folds averaged and resampled as logits, softmax after)
-        allowed = ckpts[0].get("mirror_axes")
-        logits = ckpts[0].get("score_space") == "logits"
-        keep: set[int] | None = None
-        for f in folds:
-            path = model_dir / f"fold_{f}" / POSTPROCESSING_FILE
-            labels = set(read_json(path)["keep_largest_component"]) if postprocess and path.is_file() else set()
-            keep = labels if keep is None else keep & labels
-        return cls([n for n, _, _ in loaded], plans, configuration, step, mirror, device,
-                   sorted(keep or ()), allowed, logits, precision)
-
-    @torch.inference_mode()
     def predict_preprocessed(self, data: np.ndarray) -> np.ndarray:
         """Mean softmax over the folds for a preprocessed case: float32 (C, z, y, x) → (K, z, y, x).
 
         With ``average_logits`` (imported nnU-Net models): the folds' mean logits instead.
         """
-        x = torch.from_numpy(np.ascontiguousarray(data)).to(self.device)
+        x = np.ascontiguousarray(data, dtype=np.float32)
         patch = self.config.patch_size
         probs = None
         for net in self.networks:
-            call = self._network_call(net)
             if self.config.network.dim == 2:
-                logits = torch.stack([sliding_window(call, x[:, z], patch, self.step, True, self.mirror_axes)
-                                      for z in range(x.shape[1])], dim=1)
+                logits = np.stack([sliding_window(net, x[:, z], patch, self.step, True, self.mirror_axes)
+                                   for z in range(x.shape[1])], axis=1)
             else:
-                logits = sliding_window(call, x, patch, self.step, True, self.mirror_axes)
-            p = logits if self.average_logits else torch.softmax(logits, 0)
+                logits = sliding_window(net, x, patch, self.step, True, self.mirror_axes)
+            p = logits if self.average_logits else softmax(logits)
             probs = p if probs is None else probs + p
-        return (probs / len(self.networks)).cpu().numpy()
+        probs /= len(self.networks)
+        return probs
 
     def predict(self, data: np.ndarray, geometry: Geometry, return_probabilities: bool = False) -> Prediction:
         """Predicts one case from its raw channels.

@@ -6,6 +6,9 @@
   non-zero value) and accumulated in float32 together with the weights, then divided;
 - mirror TTA averages the logits over every subset of ``mirror_axes`` (8 passes for 3 axes);
 - an image smaller than the patch is padded with zeros and the result cropped back.
+
+Arrays are numpy and the network is any callable on numpy batches, so the same tiling serves the torch and the
+onnxruntime backends (and the deploy install has no torch).
 """
 from __future__ import annotations
 
@@ -14,8 +17,6 @@ from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 GAUSSIAN_SIGMA_SCALE = 1 / 8
@@ -51,23 +52,26 @@ def _mirror_subsets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
-@torch.inference_mode()
-def sliding_window(network: Callable[[torch.Tensor], torch.Tensor], volume: torch.Tensor,
-                   patch_size: Sequence[int], step: float = 0.5, gaussian: bool = True,
-                   mirror_axes: Sequence[int] = (), batch_size: int = 1) -> torch.Tensor:
+#: a network call: float32 (B, C, *patch) → float32 logits (B, K, *patch), numpy in and out. The backend (torch,
+#: onnxruntime) lives entirely inside it, so this module and everything around it run without torch.
+Network = Callable[[np.ndarray], np.ndarray]
+
+
+def sliding_window(network: Network, volume: np.ndarray, patch_size: Sequence[int], step: float = 0.5,
+                   gaussian: bool = True, mirror_axes: Sequence[int] = (), batch_size: int = 1) -> np.ndarray:
     """Predicts logits for a whole volume.
 
     Args:
-        network: maps (B, C, *patch) to logits (B, K, *patch) (deep supervision off).
-        volume: (C, *S) on the network's device; S is (Z, Y, X) or (Y, X).
+        network: maps float32 (B, C, *patch) to float32 logits (B, K, *patch) (deep supervision off).
+        volume: float32 (C, *S); S is (Z, Y, X) or (Y, X).
         patch_size: the network's patch (spatial).
         step: tile step as a fraction of the patch.
         gaussian: weight tiles with a Gaussian (else uniformly).
         mirror_axes: spatial axes (0-based) to mirror for test-time augmentation.
-        batch_size: tiles per forward pass.
+        batch_size: tiles per network call.
 
     Returns:
-        float32 logits (K, *S) on ``volume``'s device.
+        float32 logits (K, *S).
     """
     patch = tuple(int(p) for p in patch_size)
     spatial = tuple(volume.shape[1:])
@@ -75,33 +79,31 @@ def sliding_window(network: Callable[[torch.Tensor], torch.Tensor], volume: torc
         raise ValueError(f"volume (C, *S) has spatial shape {spatial} but the patch is {patch}")
     pad = [max(p - s, 0) for s, p in zip(spatial, patch)]
     if any(pad):
-        flat = [v for d in reversed(pad) for v in (d // 2, d - d // 2)]
-        volume = F.pad(volume, flat)
+        volume = np.pad(volume, [(0, 0)] + [(d // 2, d - d // 2) for d in pad])
     size = tuple(volume.shape[1:])
-    device = volume.device
-    weights = torch.from_numpy(gaussian_importance(patch)).to(device) if gaussian else torch.ones(patch, device=device)
+    weights = gaussian_importance(patch) if gaussian else np.ones(patch, dtype=np.float32)
     logits = None
-    norm = torch.zeros(size, dtype=torch.float32, device=device)
+    norm = np.zeros(size, dtype=np.float32)
     subsets = _mirror_subsets(tuple(mirror_axes))
     positions = list(itertools.product(*tile_starts(size, patch, step)))
     for i in range(0, len(positions), batch_size):
         chunk = positions[i:i + batch_size]
         slices = [tuple(slice(s, s + p) for s, p in zip(pos, patch)) for pos in chunk]
-        x = torch.stack([volume[(slice(None),) + sl] for sl in slices])
+        x = np.stack([volume[(slice(None),) + sl] for sl in slices]).astype(np.float32, copy=False)
         pred = None
         for axes in subsets:
-            dims = [a + 2 for a in axes]
-            out = network(torch.flip(x, dims) if dims else x).float()
-            out = torch.flip(out, dims) if dims else out
-            pred = out if pred is None else pred + out
-        pred = pred / len(subsets)
+            dims = tuple(a + 2 for a in axes)
+            out = np.asarray(network(np.ascontiguousarray(np.flip(x, dims)) if dims else x), dtype=np.float32)
+            out = np.flip(out, dims) if dims else out
+            pred = out.copy() if pred is None else pred + out
+        pred /= len(subsets)
         if logits is None:
-            logits = torch.zeros((pred.shape[1], *size), dtype=torch.float32, device=device)
+            logits = np.zeros((pred.shape[1], *size), dtype=np.float32)
         for j, sl in enumerate(slices):
             logits[(slice(None),) + sl] += pred[j] * weights
             norm[sl] += weights
     logits /= norm
     if any(pad):
         crop = tuple(slice(d // 2, d // 2 + s) for d, s in zip(pad, spatial))
-        logits = logits[(slice(None),) + crop]
+        logits = np.ascontiguousarray(logits[(slice(None),) + crop])
     return logits

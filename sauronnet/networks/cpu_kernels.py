@@ -41,8 +41,9 @@ def _mkldnn_convolution_flop(x_shape, w_shape, bias, padding, stride, dilation, 
 
 
 def _tracing() -> bool:
-    """Exporters and compilers see the plain convolution (ONNX has no oneDNN op)."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+    """Exporters and compilers see the plain modules (ONNX has no oneDNN op; InstanceNormalization is an ONNX op)."""
+    return (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+            or torch.onnx.is_in_onnx_export())
 
 
 def _onednn_ok(x: torch.Tensor, module: nn.Module) -> bool:
@@ -72,6 +73,6 @@ def conv(module: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
 
 def instance_norm(x: torch.Tensor, norm: nn.InstanceNorm2d | nn.InstanceNorm3d) -> torch.Tensor:
     """``norm(x)`` (affine, no running statistics), as a group norm with one group per channel where exact."""
-    if norm.track_running_stats or not x.is_contiguous():
+    if norm.track_running_stats or not x.is_contiguous() or _tracing():
         return norm(x)
     return F.group_norm(x, x.shape[1], norm.weight, norm.bias, norm.eps)

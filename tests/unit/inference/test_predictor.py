@@ -5,6 +5,7 @@ import SimpleITK as sitk
 import torch
 
 from sauronnet.inference.predictor import Predictor
+from sauronnet.inference.torch_network import TorchNetwork
 from sauronnet.io import read_images, write_seg
 from sauronnet.networks.unet import build_network
 from tests.unit.preprocessing.test_preprocess import make_plans
@@ -19,7 +20,8 @@ def _predictor(seeds, mirror=False, average_logits=False, precision="fp32") -> P
     for s in seeds:
         torch.manual_seed(s)
         nets.append(build_network(cfg.network, 1, plans.num_classes, deep_supervision=False).eval())
-    return Predictor(nets, plans, "3d_fullres", mirror=mirror, average_logits=average_logits, precision=precision)
+    return Predictor([TorchNetwork(n, "cpu", precision) for n in nets], plans, "3d_fullres", mirror=mirror,
+                     average_logits=average_logits)
 
 
 @pytest.mark.parametrize("ending", [".nii.gz", ".nrrd"])
@@ -114,7 +116,7 @@ def test_bf16_runs_the_network_in_bfloat16_and_accumulates_in_float32():
     data = np.random.RandomState(3).normal(0, 1, (1, 9, 14, 11)).astype(np.float32)
     fp32, bf16 = _predictor([0]), _predictor([0], precision="bf16")
     seen = []
-    bf16.networks[0].heads[-1].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    bf16.networks[0].net.heads[-1].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     a, b = fp32.predict_preprocessed(data), bf16.predict_preprocessed(data)
     assert seen and set(seen) == {torch.bfloat16}
     assert b.dtype == np.float32 and a.shape == b.shape

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from sauronnet.inference.predictor import load_fold_network
+from sauronnet.inference.torch_network import load_fold_network
 from sauronnet.networks.unet import default_widths
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
