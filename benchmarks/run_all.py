@@ -65,6 +65,8 @@ def steps(quick: bool) -> dict[str, list[str]]:
                              *(["--epochs", "4", "--iters", "4", "--init-epochs", "4", "--init-iters", "4"]
                                if quick else budget)]
            for run, budget in SAURON_RUNS.items()},
+        # after the Sauron runs: it exports and times their cached toy64 models
+        "deploy": ["deploy.py", "--threads", str(THREADS), *(["-n", "1"] if quick else [])],
     }
 
 

@@ -7,6 +7,7 @@ call them in-process.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import shutil
@@ -45,6 +46,11 @@ def _setup_logging(verbose: bool) -> None:
 
 def _default_processes() -> int:
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def _missing_training_install(modules: Sequence[str]) -> str:
+    """The modules of ``modules`` that are not installed (a deploy install has no torch), comma-separated."""
+    return ", ".join(m for m in modules if importlib.util.find_spec(m) is None)
 
 
 def _report(problems: Sequence[str]) -> int:
@@ -88,6 +94,8 @@ def plan_and_preprocess_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if missing := _missing_training_install(("sklearn",)):
+        return _report([f"{parser.prog} needs the training install (missing: {missing}): pip install 'sauronnet[train]'"])
     _setup_logging(args.verbose)
     if args.num_processes < 1:
         parser.error("-np must be at least 1")
@@ -276,6 +284,9 @@ INIT_FROM_STOP_AFTER = 10
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``sauron_train TASK FOLD``: trains one fold; ``--continue`` resumes after any interruption."""
+    if missing := _missing_training_install(("torch", "batchgenerators")):
+        return _report([f"sauron_train needs the training install (missing: {missing}): pip install "
+                        "'sauronnet[train]'"])
     from trainers import TRAINERS
 
     parser = argparse.ArgumentParser(
@@ -435,7 +446,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-i", "--input", nargs="+", required=True, help="input folder, files or DICOM folders")
     parser.add_argument("-o", "--output", required=True, help="output folder")
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("-m", "--model", help="model folder TRAINER__PRESET__CONFIG (holding fold_F/ subfolders)")
+    src.add_argument("-m", "--model", help="model folder TRAINER__PRESET__CONFIG (holding fold_F/ subfolders), or a "
+                                           "model.sauron bundle written by sauron_export")
     src.add_argument("-d", "--dataset", metavar="TASK", help="find the model under SAURON_RESULTS/TASK")
     parser.add_argument("-c", "--configuration", default="3d_fullres", help="with -d")
     parser.add_argument("-tr", "--trainer", help="with -d: trainer name (if several models exist)")
@@ -454,7 +466,11 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                         help="network arithmetic: auto = bf16 on a CPU with native bfloat16 (AMX or AVX512-BF16), "
                              "fp32 elsewhere and on CUDA; accumulation, softmax and resampling stay float32 "
                              "(README: 'Speed on the CPU')")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores on CPU)")
+    parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                        help="what runs the network: torch, or onnxruntime on the ONNX graphs of a bundle exported "
+                             "with --onnx (no torch needed: pip install 'sauronnet[deploy]'); auto = torch where it is "
+                             "installed, onnxruntime elsewhere")
+    parser.add_argument("--threads", type=int, help="torch / onnxruntime threads (default: all cores on CPU)")
     parser.add_argument("-np", "--num-processes", type=int, default=1,
                         help="worker processes reading/preprocessing upcoming cases and resampling/writing "
                              "finished ones while the network predicts (1: everything in this process)")
@@ -465,16 +481,26 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     if args.num_processes < 1:
         parser.error("-np must be at least 1")
     from sauronnet.inference.inputs import find_cases
-    from sauronnet.inference.predictor import Predictor, predict_cases
-    from sauronnet.precision import resolve_precision
+    from sauronnet.inference.loading import load_predictor
+    from sauronnet.inference.predictor import predict_cases
 
     try:
-        device = _resolve_device(args.device)
-        _set_threads(device, args.threads)
+        backend = args.backend
+        if backend == "auto":
+            backend = "torch" if importlib.util.find_spec("torch") is not None else "onnxruntime"
+        if backend == "onnxruntime":  # torch is never imported on this path
+            if args.device == "cuda" or args.precision == "bf16":
+                raise ValueError("--backend onnxruntime runs fp32 on the CPU; drop --device cuda / --precision bf16 "
+                                 "or use --backend torch")
+            device, precision = "cpu", "fp32"
+        else:
+            from sauronnet.precision import resolve_precision
+            device = _resolve_device(args.device)
+            _set_threads(device, args.threads)
+            precision = resolve_precision(args.precision, device)
         model_dir = _model_dir(paths_from_env(), args)
-        precision = resolve_precision(args.precision, device)
-        predictor = Predictor.from_model_dir(model_dir, args.folds, args.checkpoint, args.step,
-                                             not args.disable_tta, device, not args.no_postprocessing, precision)
+        predictor = load_predictor(model_dir, args.folds, args.checkpoint, args.step, not args.disable_tta, device,
+                                   not args.no_postprocessing, precision, backend, args.threads or os.cpu_count())
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
     cases, problems = find_cases(args.input, len(predictor.plans.channel_names))
@@ -485,8 +511,56 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {p}", file=sys.stderr)
     mean = f", {(time.perf_counter() - t0) / done:.2f} s per case" if done else ""
     print(f"predicted {done} case(s) into {args.output} with {len(predictor.networks)} fold(s) of "
-          f"{model_dir.name} in {predictor.precision}{mean}")
+          f"{model_dir.name} ({predictor.runtime}){mean}")
     return 1 if problems or failed else 0
+
+
+# ---- sauron_export -----------------------------------------------------------------------------------------------
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``sauron_export MODEL_DIR -o model.sauron``: one file with everything prediction needs."""
+    parser = argparse.ArgumentParser(
+        prog="sauron_export",
+        description="Writes one .sauron file holding everything prediction needs and nothing else: the plans of the "
+                    "configuration, labels and channel names, per fold the (pruned) widths and weights "
+                    "(safetensors), the postprocessing decisions, mirror axes and score space, with a manifest of "
+                    "sha256 hashes checked at load; loading never unpickles. `sauron_predict -m model.sauron` uses "
+                    "it wherever a model folder works; with --onnx, `sauron_predict --backend onnxruntime` runs it "
+                    "without torch (pip install 'sauronnet[deploy]').",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="trained or imported model folder (holding fold_F/)")
+    parser.add_argument("-o", "--output", required=True, help="bundle to write, e.g. model.sauron")
+    parser.add_argument("-f", "--folds", nargs="+", help="folds to include (default: every fold with the checkpoint)")
+    parser.add_argument("--checkpoint", choices=["final", "best"], default="final")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also export each fold's network as ONNX (checked against torch at export; needs onnx, "
+                             "onnxscript and onnxruntime)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if missing := _missing_training_install(("torch",)):
+        return _report([f"{parser.prog} needs the training install (missing: {missing}): pip install 'sauronnet[train]'"])
+    _setup_logging(args.verbose)
+    out = Path(args.output)
+    if out.suffix != ".sauron":
+        parser.error(f"-o {out}: a bundle's name ends in .sauron")
+    if out.exists() and not args.overwrite:
+        return _report([f"{out} exists; pass --overwrite to replace it"])
+    try:
+        from importlib.metadata import version
+
+        from sauronnet.deploy.export import export_model
+        report = export_model(Path(args.model_dir), out, args.folds, args.checkpoint, args.onnx,
+                              f"sauronnet {version('sauronnet')}")
+    except (FileNotFoundError, ValueError) as e:
+        return _report([str(e)])
+    except ImportError as e:
+        return _report([f"--onnx needs onnx, onnxscript and onnxruntime ({e}); pip install onnx onnxscript "
+                        "onnxruntime"])
+    for fold, diff in report["onnx_max_abs_diff"].items():
+        print(f"fold {fold}: ONNX graph checked; max |logit difference| to torch on random input {diff:.2e}")
+    print(f"exported {len(report['folds'])} fold(s) of {args.model_dir} to {out}: {report['bytes'] / 2**20:.2f} MiB "
+          f"({report['bytes'] / report['tensor_bytes']:.3f}x the tensors it holds)")
+    return 0
 
 
 # ---- sauron_import_nnunet ---------------------------------------------------------------------------------------
@@ -510,6 +584,8 @@ def import_nnunet_main(argv: Sequence[str] | None = None) -> int:
                         help="which nnU-Net checkpoint; written under the same name")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR")
     args = parser.parse_args(argv)
+    if missing := _missing_training_install(("torch",)):
+        return _report([f"{parser.prog} needs the training install (missing: {missing}): pip install 'sauronnet[train]'"])
     _setup_logging(False)
     from sauronnet.interop.nnunet import import_nnunet_model
 
@@ -576,10 +652,12 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model_dir", help="model folder TRAINER__PRESET__CONFIG, or one of its fold_F folders")
     parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final")
     args = parser.parse_args(argv)
+    if missing := _missing_training_install(("torch",)):
+        return _report([f"{parser.prog} needs the training install (missing: {missing}): pip install 'sauronnet[train]'"])
     _setup_logging(False)
     import torch
 
-    from sauronnet.inference.predictor import load_fold_network
+    from sauronnet.inference.torch_network import load_fold_network
     from sauronnet.networks.complexity import measure, unpruned_like
     from sauronnet.networks.unet import default_widths
 
@@ -627,6 +705,8 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
                         help="passed to sauron_train and sauron_predict (see their --help)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if missing := _missing_training_install(("torch", "batchgenerators", "sklearn")):
+        return _report([f"{parser.prog} needs the training install (missing: {missing}): pip install 'sauronnet[train]'"])
     quiet = ["--no-progress"] if args.no_progress else []
     precision = ["--precision", args.precision]
     paths = paths_from_env()

@@ -53,7 +53,7 @@ def test_import_then_predict_reproduces_nnunet(tmp_path, capsys, monkeypatch, pr
     assert cli.predict_main(["-i", str(FIXTURE / "imagesTs"), "-o", str(tmp_path / "pred"), "-m", str(out),
                              "--save-probabilities", "--no-postprocessing", "--no-progress",
                              "--precision", precision]) == 0
-    assert f"in {precision}" in capsys.readouterr().out
+    assert f"(torch {precision})" in capsys.readouterr().out
     ours = sitk.ReadImage(str(tmp_path / "pred" / f"{CASE}.nii.gz"))
     theirs = sitk.ReadImage(str(FIXTURE / "nnunet_prediction" / f"{CASE}.nii.gz"))
     assert ours.GetSize() == theirs.GetSize()

@@ -1,0 +1,1 @@
+"""Deployment: the one-file ``.sauron`` bundle, ONNX export, and the onnxruntime backend (no torch)."""

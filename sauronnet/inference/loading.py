@@ -1,0 +1,82 @@
+"""A :class:`Predictor` from what users hand over: a training folder or a ``.sauron`` bundle, in torch or in
+onnxruntime.
+
+=================  ===========================================  =============================================
+model              ``backend="torch"``                          ``backend="onnxruntime"``
+=================  ===========================================  =============================================
+training folder    every fold's checkpoint, pruned widths        refused: export a bundle with ``--onnx``
+``.sauron`` file   networks rebuilt from widths + safetensors    the bundle's ONNX graphs; torch never imported
+=================  ===========================================  =============================================
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from sauronnet.deploy.bundle import SUFFIX, read_bundle
+from sauronnet.inference.postprocessing import POSTPROCESSING_FILE
+from sauronnet.inference.predictor import CHECKPOINTS, Predictor
+from sauronnet.serialization import read_json
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+def is_bundle(model: Path) -> bool:
+    return model.suffix == SUFFIX or model.is_file()
+
+
+def load_predictor(model: Path, folds: Sequence[str] | None = None, checkpoint: str = "final", step: float = 0.5,
+                   mirror: bool = True, device: str = "cpu", postprocess: bool = True, precision: str = "fp32",
+                   backend: str = "torch", threads: int | None = None) -> Predictor:
+    """Loads every requested fold of ``model`` for prediction.
+
+    With ``postprocess``, keep-largest-component applies to the labels every fold's validation chose. Imported
+    nnU-Net models keep their allowed mirror axes and nnU-Net's export rule (folds averaged as logits).
+
+    Raises:
+        FileNotFoundError, ValueError: with the path and what to do.
+    """
+    model = Path(model)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"--checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    if is_bundle(model):
+        return _from_bundle(model, folds, step, mirror, device, postprocess, precision, backend, threads)
+    if backend == "onnxruntime":
+        raise ValueError(f"{model}: onnxruntime predicts from a bundle; export one first: sauron_export {model} -o "
+                         f"{model.name}{SUFFIX} --onnx")
+    from sauronnet.inference.torch_network import TorchNetwork, load_model_dir, model_dir_folds
+
+    folds = model_dir_folds(model, folds, checkpoint)
+    nets, plans, configuration, ckpts = load_model_dir(model, folds, checkpoint, device)
+    keep: set[int] | None = None
+    for f in folds:
+        path = model / f"fold_{f}" / POSTPROCESSING_FILE
+        labels = set(read_json(path)["keep_largest_component"]) if postprocess and path.is_file() else set()
+        keep = labels if keep is None else keep & labels
+    return Predictor([TorchNetwork(n, device, precision) for n in nets], plans, configuration, step, mirror,
+                     sorted(keep or ()), ckpts[0].get("mirror_axes"), ckpts[0].get("score_space") == "logits")
+
+
+def _from_bundle(path: Path, folds, step, mirror, device, postprocess, precision, backend, threads) -> Predictor:
+    bundle = read_bundle(path, folds, need_onnx=backend == "onnxruntime")
+    if backend == "onnxruntime":
+        from sauronnet.deploy.runtime import OnnxNetwork
+        networks = [OnnxNetwork(f.onnx, threads) for f in bundle.folds]
+    else:
+        import torch
+
+        from sauronnet.inference.torch_network import TorchNetwork
+        from sauronnet.networks.unet import build_network
+
+        networks = []
+        cfg = bundle.plans.configuration(bundle.configuration)
+        for f in bundle.folds:
+            net = build_network(cfg.network, len(bundle.plans.channel_names), bundle.plans.num_classes, f.widths,
+                                deep_supervision=False)
+            net.load_state_dict({k: torch.from_numpy(v) for k, v in f.weights.items()})
+            networks.append(TorchNetwork(net, device, precision))
+    keep = bundle.keep_largest_component if postprocess else ()
+    return Predictor(networks, bundle.plans, bundle.configuration, step, mirror, keep, bundle.mirror_axes,
+                     bundle.score_space == "logits")
