@@ -5,6 +5,8 @@ TRAIN = [
     # 2.13.0 is the pinned CPU build the Makefile installs first; the range only must admit it.
     "torch>=2.3,<3",
     "batchgenerators>=0.25,<0.26",
+    # batchgenerators' augmentations need it; nothing on the prediction path does (kept out of the deploy install)
+    "scikit-image>=0.21",
     # KFold with nnU-Net's exact shuffling (splits_final.json); batchgenerators pulls it in anyway.
     "scikit-learn>=1.2",
     # progress.png (training curves)
@@ -28,7 +30,6 @@ setup(
     install_requires=[
         "numpy>=1.24",
         "SimpleITK>=2.2",
-        "scikit-image>=0.21",
         "scipy>=1.10",
         # progress bars for every long stage
         "tqdm>=4.60",

@@ -34,7 +34,8 @@ def default_models() -> list[Path]:
     found = []
     for pattern in ("3d_fullres_cpu_*_Trainer/*/Trainer__cpu__3d_fullres",
                     "3d_fullres_cpu_*_sauron_init*/*/SauronTrainer__cpu__3d_fullres"):
-        hits = sorted((COMPRESSION / "results").glob(pattern), key=lambda p: p.stat().st_mtime)
+        hits = sorted((p for p in (COMPRESSION / "results").glob(pattern)
+                       if any(p.glob("fold_*/checkpoint_final.pth"))), key=lambda p: p.stat().st_mtime)
         if hits:
             found.append(hits[-1])
     if len(found) < 2:

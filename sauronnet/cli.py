@@ -434,6 +434,21 @@ def _model_dir(paths: Paths, args: argparse.Namespace) -> Path:
     return found[0]
 
 
+def _auto_backend(model: Path, args: argparse.Namespace) -> str:
+    """onnxruntime without torch, and for a bundle with ONNX graphs predicted in fp32 on the CPU (it ran 0.85-0.89x
+    torch's wall time with half the memory on the toy64 models, benchmarks/deploy.py); torch otherwise (training
+    folders, CUDA, bf16 on CPUs with native bfloat16)."""
+    if importlib.util.find_spec("torch") is None:
+        return "onnxruntime"
+    from sauronnet.deploy.bundle import has_onnx
+    if args.device == "cuda" or args.precision == "bf16" or not has_onnx(model, args.folds):
+        return "torch"
+    from sauronnet.precision import resolve_precision
+    if _resolve_device(args.device) != "cpu" or resolve_precision(args.precision, "cpu") != "fp32":
+        return "torch"
+    return "onnxruntime"
+
+
 def predict_main(argv: Sequence[str] | None = None) -> int:
     """``sauron_predict -i IN -o OUT``: segments images with a trained (pruned or not) model."""
     parser = argparse.ArgumentParser(
@@ -468,8 +483,9 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                              "(README: 'Speed on the CPU')")
     parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                         help="what runs the network: torch, or onnxruntime on the ONNX graphs of a bundle exported "
-                             "with --onnx (no torch needed: pip install 'sauronnet[deploy]'); auto = torch where it is "
-                             "installed, onnxruntime elsewhere")
+                             "with --onnx (no torch needed: pip install 'sauronnet[deploy]'); auto = onnxruntime for "
+                             "such a bundle predicted in fp32 on the CPU (measured faster) and wherever torch is not "
+                             "installed, torch otherwise")
     parser.add_argument("--threads", type=int, help="torch / onnxruntime threads (default: all cores on CPU)")
     parser.add_argument("-np", "--num-processes", type=int, default=1,
                         help="worker processes reading/preprocessing upcoming cases and resampling/writing "
@@ -485,9 +501,10 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     from sauronnet.inference.predictor import predict_cases
 
     try:
+        model_dir = _model_dir(paths_from_env(), args)
         backend = args.backend
         if backend == "auto":
-            backend = "torch" if importlib.util.find_spec("torch") is not None else "onnxruntime"
+            backend = _auto_backend(model_dir, args)
         if backend == "onnxruntime":  # torch is never imported on this path
             if args.device == "cuda" or args.precision == "bf16":
                 raise ValueError("--backend onnxruntime runs fp32 on the CPU; drop --device cuda / --precision bf16 "
@@ -498,7 +515,6 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
             device = _resolve_device(args.device)
             _set_threads(device, args.threads)
             precision = resolve_precision(args.precision, device)
-        model_dir = _model_dir(paths_from_env(), args)
         predictor = load_predictor(model_dir, args.folds, args.checkpoint, args.step, not args.disable_tta, device,
                                    not args.no_postprocessing, precision, backend, args.threads or os.cpu_count())
     except (FileNotFoundError, ValueError) as e:
