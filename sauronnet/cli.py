@@ -434,19 +434,12 @@ def _model_dir(paths: Paths, args: argparse.Namespace) -> Path:
     return found[0]
 
 
-def _auto_backend(model: Path, args: argparse.Namespace) -> str:
-    """onnxruntime without torch, and for a bundle with ONNX graphs predicted in fp32 on the CPU (it ran 0.85-0.89x
-    torch's wall time with half the memory on the toy64 models, benchmarks/deploy.py); torch otherwise (training
-    folders, CUDA, bf16 on CPUs with native bfloat16)."""
-    if importlib.util.find_spec("torch") is None:
-        return "onnxruntime"
-    from sauronnet.deploy.bundle import has_onnx
-    if args.device == "cuda" or args.precision == "bf16" or not has_onnx(model, args.folds):
-        return "torch"
-    from sauronnet.precision import resolve_precision
-    if _resolve_device(args.device) != "cpu" or resolve_precision(args.precision, "cpu") != "fp32":
-        return "torch"
-    return "onnxruntime"
+def _auto_backend() -> str:
+    """torch where it is installed, onnxruntime elsewhere. Measured here (2 threads): onnxruntime's call on one tile was
+    ~10 % faster in isolation but 1.5x slower inside the sliding window (49 against 33 ms per tile, its thread pool
+    spinning against the tiling), and a 512x512x300 volume took 349 s in onnxruntime against 296 s in torch; it only
+    won on small cases (0.85-0.89x), where torch's 2.4 s import dominates (benchmarks/deploy.py)."""
+    return "torch" if importlib.util.find_spec("torch") is not None else "onnxruntime"
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
@@ -483,9 +476,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                              "(README: 'Speed on the CPU')")
     parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                         help="what runs the network: torch, or onnxruntime on the ONNX graphs of a bundle exported "
-                             "with --onnx (no torch needed: pip install 'sauronnet[deploy]'); auto = onnxruntime for "
-                             "such a bundle predicted in fp32 on the CPU (measured faster) and wherever torch is not "
-                             "installed, torch otherwise")
+                             "with --onnx (no torch needed: pip install 'sauronnet[deploy]'); auto = torch where it is "
+                             "installed (measured faster on large volumes), onnxruntime elsewhere")
     parser.add_argument("--threads", type=int, help="torch / onnxruntime threads (default: all cores on CPU)")
     parser.add_argument("-np", "--num-processes", type=int, default=1,
                         help="worker processes reading/preprocessing upcoming cases and resampling/writing "
@@ -504,7 +496,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         model_dir = _model_dir(paths_from_env(), args)
         backend = args.backend
         if backend == "auto":
-            backend = _auto_backend(model_dir, args)
+            backend = _auto_backend()
         if backend == "onnxruntime":  # torch is never imported on this path
             if args.device == "cuda" or args.precision == "bf16":
                 raise ValueError("--backend onnxruntime runs fp32 on the CPU; drop --device cuda / --precision bf16 "

@@ -133,17 +133,6 @@ def _verified_members(path: Path) -> dict[str, bytes]:
     return out
 
 
-def has_onnx(path: str | Path, folds: Sequence[str] | None = None) -> bool:
-    """Whether the bundle at ``path`` holds an ONNX graph for every fold asked for (unverified peek, used to pick
-    a backend; :func:`read_bundle` verifies everything before use). False for anything unreadable."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            model = json.loads(z.read("model.json"))
-        return all(f["onnx"] for f in model["folds"] if folds is None or f["name"] in folds)
-    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
-        return False
-
-
 def read_bundle(path: str | Path, folds: Sequence[str] | None = None, need_onnx: bool = False) -> Bundle:
     """Reads and verifies a bundle (numpy weights; nothing is unpickled or executed).
 
