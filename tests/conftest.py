@@ -101,3 +101,20 @@ def results_paths(small_demo_paths, tmp_path):
     """The small demo's paths with a results root of this test's own."""
     from sauronnet.paths import Paths
     return Paths(small_demo_paths.raw, small_demo_paths.preprocessed, tmp_path / "results")
+
+
+@pytest.fixture(scope="session")
+def pruned_model(small_demo_paths, tmp_path_factory):
+    """(paths, trainer): the small demo's fold 0 trained briefly by the Sauron trainer with pruning forced early
+    (a high first threshold), shared by the prediction and deployment tests."""
+    from sauronnet.paths import Paths
+    from sauronnet.plans import Plans
+    from trainers.sauron import SauronConfig, SauronTrainer
+
+    fast = SauronConfig(epochs=3, iterations_per_epoch=4, val_iterations=1, num_workers=0, seed=5, tau0=0.2,
+                        tau_max=0.4, kappa=1, rho=1)
+    paths = Paths(small_demo_paths.raw, small_demo_paths.preprocessed, tmp_path_factory.mktemp("pruned"))
+    plans = Plans.load(paths.preprocessed / "Dataset001_Demo" / "cpu" / "plans.json")
+    trainer = SauronTrainer(plans, "3d_fullres", "0", paths, fast, "cpu")
+    trainer.fit(progress=False)
+    return paths, trainer

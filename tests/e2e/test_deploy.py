@@ -15,23 +15,15 @@ from sauronnet.deploy.bundle import read_bundle
 from sauronnet.evaluation import dice_per_class
 from sauronnet.inference.torch_network import load_fold_network
 from sauronnet.networks.unet import default_widths
-from sauronnet.plans import Plans
-from trainers.sauron import SauronConfig, SauronTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
 NNUNET = ROOT / "tests" / "fixtures" / "nnunet_tiny"
-FAST = SauronConfig(epochs=3, iterations_per_epoch=4, val_iterations=1, num_workers=0, seed=5, tau0=0.2,
-                    tau_max=0.4, kappa=1, rho=1)
 
 
 @pytest.fixture(scope="module")
-def exported(small_demo_paths, tmp_path_factory):
+def exported(pruned_model, tmp_path_factory):
     """A Sauron-pruned model folder and its bundle with ONNX graphs."""
-    from sauronnet.paths import Paths
-    paths = Paths(small_demo_paths.raw, small_demo_paths.preprocessed, tmp_path_factory.mktemp("res"))
-    plans = Plans.load(paths.preprocessed / "Dataset001_Demo" / "cpu" / "plans.json")
-    trainer = SauronTrainer(plans, "3d_fullres", "0", paths, FAST, "cpu")
-    trainer.fit(progress=False)
+    paths, trainer = pruned_model
     model_dir = trainer.output_dir.parent
     bundle = tmp_path_factory.mktemp("bundle") / "demo.sauron"
     assert cli.export_main([str(model_dir), "-o", str(bundle), "--onnx"]) == 0

@@ -3,30 +3,15 @@ against their reference labels, and sauron_info on the pruned model."""
 import json
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 from sauronnet import cli
-from sauronnet.plans import Plans
 from tests.conftest import point_env
-from trainers.sauron import SauronConfig, SauronTrainer
-
-FAST = SauronConfig(epochs=3, iterations_per_epoch=4, val_iterations=1, num_workers=0, seed=5, tau0=0.2,
-                    tau_max=0.4, kappa=1, rho=1)
 
 
-@pytest.fixture(scope="module")
-def trained(small_demo_paths, tmp_path_factory):
-    from sauronnet.paths import Paths
-    paths = Paths(small_demo_paths.raw, small_demo_paths.preprocessed, tmp_path_factory.mktemp("res"))
-    plans = Plans.load(paths.preprocessed / "Dataset001_Demo" / "cpu" / "plans.json")
-    trainer = SauronTrainer(plans, "3d_fullres", "0", paths, FAST, "cpu")
-    trainer.fit(progress=False)
-    return paths, trainer
 
-
-def test_predict_and_evaluate_with_the_pruned_model(trained, tmp_path, monkeypatch, capsys):
-    paths, trainer = trained
+def test_predict_and_evaluate_with_the_pruned_model(pruned_model, tmp_path, monkeypatch, capsys):
+    paths, trainer = pruned_model
     chosen = json.loads((trainer.output_dir / "postprocessing.json").read_text())["keep_largest_component"]
     assert set(chosen) <= {1, 2}
     point_env(paths, monkeypatch)
@@ -53,8 +38,8 @@ def test_predict_and_evaluate_with_the_pruned_model(trained, tmp_path, monkeypat
     assert "mean foreground Dice" in capsys.readouterr().out
 
 
-def test_continue_skips_written_cases_and_bad_inputs_do_not_stop_others(trained, tmp_path, monkeypatch, capsys):
-    paths, trainer = trained
+def test_continue_skips_written_cases_and_bad_inputs_do_not_stop_others(pruned_model, tmp_path, monkeypatch, capsys):
+    paths, trainer = pruned_model
     point_env(paths, monkeypatch)
     images = paths.raw / "Dataset001_Demo" / "imagesTs"
     broken = tmp_path / "in"
@@ -76,16 +61,16 @@ def test_continue_skips_written_cases_and_bad_inputs_do_not_stop_others(trained,
     assert (out / written[0]).stat().st_mtime_ns == stamp
 
 
-def test_info_reports_the_pruned_widths(trained, capsys):
-    _, trainer = trained
+def test_info_reports_the_pruned_widths(pruned_model, capsys):
+    _, trainer = pruned_model
     assert cli.info_main([str(trainer.output_dir.parent)]) == 0
     out = capsys.readouterr().out
     widths = trainer.network.widths()
     assert f"{widths['enc0.0']}/8" in out and "total: parameters" in out and "GFLOP" in out
 
 
-def test_worker_processes_give_the_same_outputs(trained, tmp_path, monkeypatch):
-    paths, trainer = trained
+def test_worker_processes_give_the_same_outputs(pruned_model, tmp_path, monkeypatch):
+    paths, trainer = pruned_model
     point_env(paths, monkeypatch)
     images = paths.raw / "Dataset001_Demo" / "imagesTs"
     outs = {}
