@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from sauronnet.deploy.bundle import Bundle, BundleFold, write_bundle
-from sauronnet.inference.postprocessing import POSTPROCESSING_FILE
+from sauronnet.inference.postprocessing import agreed_keep_largest
 from sauronnet.inference.torch_network import load_model_dir, model_dir_folds
 from sauronnet.networks.unet import UNet
-from sauronnet.serialization import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +65,7 @@ def export_model(model_dir: Path, out: Path, folds: Sequence[str] | None = None,
     """
     folds = model_dir_folds(model_dir, folds, checkpoint)
     nets, plans, configuration, ckpts = load_model_dir(model_dir, folds, checkpoint, "cpu")
-    keep: set[int] | None = None
-    for f in folds:
-        path = model_dir / f"fold_{f}" / POSTPROCESSING_FILE
-        labels = set(read_json(path)["keep_largest_component"]) if path.is_file() else set()
-        keep = labels if keep is None else keep & labels
+    keep = agreed_keep_largest(model_dir, folds)
     patch = plans.configuration(configuration).patch_size
     entries, diffs = [], {}
     for f, net, ckpt in zip(folds, nets, ckpts):
@@ -81,7 +76,7 @@ def export_model(model_dir: Path, out: Path, folds: Sequence[str] | None = None,
         weights = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
         entries.append(BundleFold(f, ckpt["trainer"], dict(ckpt["widths"]), weights, graph))
     mirror = ckpts[0].get("mirror_axes")
-    bundle = Bundle(plans, configuration, tuple(entries), tuple(sorted(keep or ())),
+    bundle = Bundle(plans, configuration, tuple(entries), tuple(keep),
                     None if mirror is None else tuple(mirror),
                     "logits" if ckpts[0].get("score_space") == "logits" else "probabilities", checkpoint)
     size = write_bundle(out, bundle, created_by)

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from sauronnet.deploy.bundle import SUFFIX, read_bundle
-from sauronnet.inference.postprocessing import POSTPROCESSING_FILE
+from sauronnet.inference.postprocessing import agreed_keep_largest
 from sauronnet.inference.predictor import CHECKPOINTS, Predictor
-from sauronnet.serialization import read_json
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -50,13 +49,9 @@ def load_predictor(model: Path, folds: Sequence[str] | None = None, checkpoint: 
 
     folds = model_dir_folds(model, folds, checkpoint)
     nets, plans, configuration, ckpts = load_model_dir(model, folds, checkpoint, device)
-    keep: set[int] | None = None
-    for f in folds:
-        path = model / f"fold_{f}" / POSTPROCESSING_FILE
-        labels = set(read_json(path)["keep_largest_component"]) if postprocess and path.is_file() else set()
-        keep = labels if keep is None else keep & labels
+    keep = agreed_keep_largest(model, folds) if postprocess else []
     return Predictor([TorchNetwork(n, device, precision) for n in nets], plans, configuration, step, mirror,
-                     sorted(keep or ()), ckpts[0].get("mirror_axes"), ckpts[0].get("score_space") == "logits")
+                     keep, ckpts[0].get("mirror_axes"), ckpts[0].get("score_space") == "logits")
 
 
 def _from_bundle(path: Path, folds, step, mirror, device, postprocess, precision, backend, threads) -> Predictor:

@@ -5,12 +5,14 @@ but the largest is kept only if it raises the mean Dice over the labels and lowe
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from sauronnet.evaluation import dice_per_class, nanmean
+from sauronnet.serialization import read_json
 
 POSTPROCESSING_FILE = "postprocessing.json"
 
@@ -47,3 +49,14 @@ def decide_postprocessing(predictions: Sequence[np.ndarray], references: Sequenc
             chosen.append(int(label))
             current, base = trial, scores
     return chosen
+
+
+def agreed_keep_largest(model_dir: Path, folds: Sequence[str]) -> list[int]:
+    """The labels every fold's validation chose for keep-largest-component (``fold_F/postprocessing.json``; a fold
+    without the file chose none)."""
+    keep: set[int] | None = None
+    for f in folds:
+        path = Path(model_dir) / f"fold_{f}" / POSTPROCESSING_FILE
+        labels = set(read_json(path)["keep_largest_component"]) if path.is_file() else set()
+        keep = labels if keep is None else keep & labels
+    return sorted(keep or ())
