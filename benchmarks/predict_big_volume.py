@@ -2,7 +2,8 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/predict_big_volume.py -m MODEL_DIR [--shape 300 512 512] [--tta] [--threads 2]
+    .venv/bin/python benchmarks/predict_big_volume.py -m MODEL_DIR|BUNDLE [--shape 300 512 512] [--tta] [--threads 2]
+        [--backend auto|torch|onnxruntime] [--precision auto|fp32|bf16]
 
 Writes a deterministic 512 × 512 × 300 (x, y, z) volume with CT-like intensities (air −1000, a body ellipse of
 soft tissue ~40 HU with noise, a bright "spine") at 0.8 × 0.8 × 2.5 mm into ``benchmarks/cache/``, then runs
@@ -47,7 +48,11 @@ def make_volume(shape_zyx: tuple[int, int, int], path: Path) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-m", "--model", required=True, type=Path, help="trained model folder (with fold_*)")
+    parser.add_argument("-m", "--model", required=True, type=Path,
+                        help="trained model folder (with fold_*) or a .sauron bundle")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+                        help="sauron_predict's --backend (onnxruntime needs a bundle exported with --onnx)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--shape", type=int, nargs=3, default=(300, 512, 512), metavar=("Z", "Y", "X"))
     parser.add_argument("--tta", action="store_true", help="mirroring TTA (8x the network passes)")
     parser.add_argument("--threads", type=int, default=2)
@@ -56,7 +61,8 @@ def main(argv=None) -> int:
     src = make_volume(shape, CACHE / "big_volume" / f"big_{'x'.join(map(str, shape))}_0000.nii.gz")
     out = CACHE / "big_volume" / "pred"
     cmd = [OUR_BIN / "sauron_predict", "-i", src, "-o", out, "-m", args.model, "--no-progress",
-           "--threads", str(args.threads)] + ([] if args.tta else ["--disable-tta"])
+           "--threads", str(args.threads), "--backend", args.backend, "--precision", args.precision
+           ] + ([] if args.tta else ["--disable-tta"])
     wall, peak, text = run_measured(cmd, env=threads_env(args.threads))
     print(text.strip().splitlines()[-1])
     print(f"predict one {shape[2]}x{shape[1]}x{shape[0]} (x, y, z) volume with {args.model.name}, "
