@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -149,7 +149,6 @@ class Trainer:
         self.optimizer = self.configure_optimizers()
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
         self.epoch = 0
-        self.batch_index = 0  # position of the current training batch within its epoch
         self.ema_dice: float | None = None
         self.best_ema = -math.inf
         self.history: list[dict] = []
@@ -185,10 +184,15 @@ class Trainer:
                 BatchStream(val, validation_transforms(), self.config.seed, 1, 0))
 
     # ---- hooks -----------------------------------------------------------------------------------------------
+    def initial_widths(self) -> dict[str, int] | None:
+        """Per-layer widths of the network trained from scratch (None: the plan's)."""
+        return None
+
     def build_network(self, widths: dict[str, int] | None = None) -> UNet:
+        """The network at ``widths`` (a checkpoint's), else at :meth:`initial_widths`, freshly initialised."""
         torch.manual_seed(self.config.seed)
-        return build_network(self.cfg.network, len(self.plans.channel_names), self.plans.num_classes, widths,
-                             deep_supervision=True)
+        return build_network(self.cfg.network, len(self.plans.channel_names), self.plans.num_classes,
+                             widths if widths is not None else self.initial_widths(), deep_supervision=True)
 
     def build_loss(self) -> DeepSupervisionLoss:
         return DeepSupervisionLoss(self.cfg.network.n_stages - 1, self.cfg.batch_dice)
@@ -217,14 +221,23 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
+            self.on_gradients()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            self.on_gradients()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
             self.optimizer.step()
+        self.on_step_end()
         return {"loss": float(loss.detach())}
+
+    def on_gradients(self) -> None:
+        """Called with the step's (unscaled) gradients before clipping and the optimizer step."""
+
+    def on_step_end(self) -> None:
+        """Called after the optimizer step."""
 
     @torch.no_grad()
     def validation_step(self, batch: dict) -> dict[str, Any]:
@@ -236,6 +249,32 @@ class Trainer:
         ref = target[:, 0].cpu().numpy()
         counts = {c: confusion(pred, ref, c) for c in self.labels}
         return {"loss": float(loss), "counts": counts}
+
+    def learning_rate(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (nnU-Net's poly decay)."""
+        c = self.config
+        return poly_lr(epoch, c.epochs, c.initial_lr, c.poly_exponent)
+
+    def train_epoch(self, epoch: int, batches: Iterable[dict], progress: bool = True) -> float:
+        """Runs :meth:`train_step` over the epoch's training batches; returns their mean loss."""
+        n = self.config.iterations_per_epoch
+        losses = []
+        bar = tqdm(batches, total=n, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not progress,
+                   unit="it", leave=False)
+        for batch in bar:
+            losses.append(self.train_step(batch)["loss"])
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        return float(np.mean(losses))
+
+    def validate_epoch(self, epoch: int, batches: Iterable[dict]) -> tuple[float, dict[str, float]]:
+        """Runs :meth:`validation_step` over the validation batches; returns (mean loss, pseudo-Dice per class)."""
+        losses, counts = [], {k: np.zeros(3) for k in self.labels}
+        for batch in batches:
+            out = self.validation_step(batch)
+            losses.append(out["loss"])
+            for k, v in out["counts"].items():
+                counts[k] += v
+        return float(np.mean(losses)), {str(k): dice_from_counts(*counts[k]) for k in self.labels}
 
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
         """Called after validation, before checkpointing; ``metrics`` may be extended."""
@@ -344,34 +383,27 @@ class Trainer:
             train_stream.close()
             val_stream.close()
         self.save("final")
-        return self.final_validation(progress)
+        return self.on_train_end(self.final_validation(progress))
+
+    def on_train_end(self, summary: dict) -> dict:
+        """After the final validation: may add to (and write next to) the validation summary it returns."""
+        return summary
 
     def _run_epoch(self, train_stream: BatchStream, val_stream: BatchStream, progress: bool) -> None:
         c, epoch = self.config, self.epoch
         t0 = time.perf_counter()
-        lr = poly_lr(epoch, c.epochs, c.initial_lr, c.poly_exponent)
+        lr = self.learning_rate(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.network.train()
-        losses = []
-        bar = tqdm(train_stream.batches(epoch, c.iterations_per_epoch), total=c.iterations_per_epoch,
-                   desc=f"epoch {epoch + 1}/{c.epochs}", disable=not progress, unit="it", leave=False)
-        for self.batch_index, batch in enumerate(bar):
-            losses.append(self.train_step(batch)["loss"])
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        train_loss = self.train_epoch(epoch, train_stream.batches(epoch, c.iterations_per_epoch), progress)
         self.network.eval()
-        val_losses, counts = [], {k: np.zeros(3) for k in self.labels}
-        for batch in val_stream.batches(epoch, c.val_iterations):
-            out = self.validation_step(batch)
-            val_losses.append(out["loss"])
-            for k, v in out["counts"].items():
-                counts[k] += v
-        dice = {str(k): dice_from_counts(*counts[k]) for k in self.labels}
+        val_loss, dice = self.validate_epoch(epoch, val_stream.batches(epoch, c.val_iterations))
         mean_dice = nanmean(dice.values())
         if math.isfinite(mean_dice):
             previous = mean_dice if self.ema_dice is None else self.ema_dice
             self.ema_dice = (1 - EMA_ALPHA) * previous + EMA_ALPHA * mean_dice
-        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": float(np.mean(val_losses)),
+        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "pseudo_dice": dice, "ema_pseudo_dice": self.ema_dice, "lr": lr}
         self.on_epoch_end(epoch, metrics)
         metrics["epoch_time"] = time.perf_counter() - t0
@@ -384,7 +416,7 @@ class Trainer:
         if improved:
             with atomic_path(self.output_dir / "checkpoint_best.pth") as tmp:
                 shutil.copyfile(self.output_dir / "checkpoint_latest.pth", tmp)
-        self._write_metrics()
+        self.write_metrics()
         logger.info("epoch %d: train loss %.4f, val loss %.4f, pseudo-Dice %s, EMA %.4f, lr %.5f, %.1f s",
                     epoch, metrics["train_loss"], metrics["val_loss"],
                     {k: round(v, 4) for k, v in dice.items()}, self.ema_dice or float("nan"), lr,
@@ -397,7 +429,8 @@ class Trainer:
         if src.is_file():
             shutil.copyfile(src, self.output_dir / "dataset.json")
 
-    def _write_metrics(self) -> None:
+    def write_metrics(self) -> None:
+        """Writes ``metrics.jsonl`` and ``progress.png`` after every epoch; variants add their own files."""
         write_text_atomic(self.output_dir / "metrics.jsonl",
                           "".join(json.dumps(to_jsonable(m)) + "\n" for m in self.history))
         plot_progress(self.history, self.output_dir / "progress.png", self.progress_panels())

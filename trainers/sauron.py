@@ -1,30 +1,25 @@
-"""The Sauron trainer: the standard trainer plus the clustering term and threshold-driven channel removal.
+"""The Sauron trainer: a pruning trainer whose loss adds the clustering term and whose thresholds choose.
 
-It overrides only the loss (:meth:`SauronTrainer.compute_loss` adds λ · mean δ_opt over the prunable layers),
-the end of an epoch (:meth:`SauronTrainer.on_epoch_end`: advance every layer's threshold schedule, remove the
-channels whose δ_prune is below it, cut the optimizer state, record widths), and the checkpoint extras
-(schedule states). Layer outputs are captured by forward hooks on the prunable modules; δ_prune is computed
-from the last ``prune_batches`` training batches of each epoch only.
+Over :class:`trainers.pruning.PruningTrainer` it defines the loss (:meth:`SauronTrainer.compute_loss` adds
+λ · mean δ_opt over the prunable layers), the selection (:meth:`SauronTrainer.select`: advance every layer's
+threshold schedule, keep the channels whose δ_prune reaches it), and the checkpoint extras (schedule states).
+Layer outputs are captured by forward hooks on the prunable modules; δ_prune is computed from the last
+``prune_batches`` training batches of each epoch only (the base class marks them).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 
-from sauronnet.atomic import write_text_atomic
-from sauronnet.networks.complexity import measure, unpruned_like
 from sauronnet.networks.unet import UNet, default_widths
 from sauronnet.pruning.distances import SCORE_MAPS, delta_opt, delta_prune
-from sauronnet.pruning.optim_state import slice_optimizer_state
 from sauronnet.pruning.schedule import (VAL_TESTS, LayerState, SauronSettings, advance, losses_converged,
                                         record_pruning, threshold)
-from sauronnet.pruning.surgery import remove_channels
-from sauronnet.serialization import to_jsonable, write_json_atomic
-from trainers.base import Trainer, TrainerConfig
+from trainers.base import TrainerConfig
+from trainers.pruning import PruningTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +74,7 @@ class SauronConfig(TrainerConfig):
         return SauronSettings(**{k: v for k, v in asdict(self).items() if k in names})
 
 
-class SauronTrainer(Trainer):
+class SauronTrainer(PruningTrainer):
     name = "SauronTrainer"
     config_class = SauronConfig
 
@@ -88,8 +83,13 @@ class SauronTrainer(Trainer):
         self._hooks: list = []
         self._scores: dict[str, list[torch.Tensor]] = {}
         self._references: dict[str, int] = {}
+        self._states_now: dict[str, LayerState] = {}
         super().__init__(*args, **kwargs)
         self.layer_states = {name: LayerState() for name in self.network.widths()}
+
+    @property
+    def observed_batches(self) -> int:
+        return self.config.prune_batches
 
     # ---- feature maps ----------------------------------------------------------------------------------------
     def build_network(self, widths: dict[str, int] | None = None) -> UNet:
@@ -111,7 +111,7 @@ class SauronTrainer(Trainer):
         terms = [d for d in (delta_opt(m, self.config.pool) for m in self._maps.values()) if d is not None]
         if terms:
             loss = loss + self.config.lam * torch.stack(terms).mean()
-        if self.batch_index >= self.config.iterations_per_epoch - self.config.prune_batches:
+        if self.observe_batch:
             self._collect_scores()
         self._maps = {}
         return loss
@@ -128,42 +128,38 @@ class SauronTrainer(Trainer):
                                                                  self.config.pool, self.config.score_maps).cpu())
 
     # ---- pruning ---------------------------------------------------------------------------------------------
-    def on_epoch_end(self, epoch: int, metrics: dict) -> None:
+    def select(self, epoch: int, metrics: dict) -> dict[str, torch.Tensor]:
+        """Advances every layer's threshold schedule and keeps, per layer, the channels whose δ_prune reaches
+        its threshold (and the reference channel)."""
         s = self.config.sauron
         train = [h["train_loss"] for h in self.history] + [metrics["train_loss"]]
         val = [h["val_loss"] for h in self.history] + [metrics["val_loss"]]
         losses_ok = losses_converged(train, val, s.rho, self.config.val_test)
         paused = self.guard_pauses(metrics)
-        report = {}
-        widths_before = self.network.widths()
-        protected = {self.head_input_block()} if self.config.protect_last_block else set()
-        for name in widths_before:
-            state = self.layer_states[name] if paused else advance(self.layer_states[name], losses_ok, s)
-            tau = threshold(state, s)
-            removed = 0
-            if name in self._scores and not paused and name not in protected:
-                score = torch.stack(self._scores[name]).mean(0)
-                k = self._references[name]
-                prune = (score < tau) & (torch.arange(score.numel()) != k)
-                removed = int(prune.sum())
-                if removed:
-                    group = next(g for g in self.network.prunable_groups() if g.name == name)
-                    slices = remove_channels(self.network, group, torch.nonzero(~prune).flatten())
-                    slice_optimizer_state(self.optimizer, slices)
-            if not paused:
-                self.layer_states[name] = record_pruning(state, widths_before[name], removed)
-            report[name] = {"tau": tau, "patience": state.patience, "width": widths_before[name] - removed,
-                            "removed": removed}
-        self._scores, self._references = {}, {}
-        metrics["sauron"] = report
         metrics["sauron_paused"] = paused
         if paused:
             logger.info("epoch %d: Sauron paused: pseudo-Dice (EMA) %.4f is more than %.3f below its best", epoch,
                         metrics["ema_pseudo_dice"], self.config.dice_guard)
-        total = sum(r["removed"] for r in report.values())
-        if total:
-            logger.info("epoch %d: Sauron removed %d channels; %d remain", epoch, total,
-                        sum(r["width"] for r in report.values()))
+        protected = {self.head_input_block()} if self.config.protect_last_block else set()
+        keep = {}
+        for name, width in self.network.widths().items():
+            state = self.layer_states[name] if paused else advance(self.layer_states[name], losses_ok, s)
+            removed = 0
+            if name in self._scores and not paused and name not in protected:
+                score = torch.stack(self._scores[name]).mean(0)
+                prune = (score < threshold(state, s)) & (torch.arange(score.numel()) != self._references[name])
+                removed = int(prune.sum())
+                if removed:
+                    keep[name] = torch.nonzero(~prune).flatten()
+            self._states_now[name] = state
+            if not paused:
+                self.layer_states[name] = record_pruning(state, width, removed)
+        self._scores, self._references = {}, {}
+        return keep
+
+    def layer_report(self, name: str) -> dict:
+        state = self._states_now[name]
+        return {"tau": threshold(state, self.config.sauron), "patience": state.patience}
 
     def head_input_block(self) -> str:
         """The prunable layer that feeds the final segmentation head (the last one in forward order)."""
@@ -183,37 +179,17 @@ class SauronTrainer(Trainer):
         if n is None or len(self.history) < n:
             return False
         return all(r["tau"] >= self.config.tau_max - 1e-12 and r["removed"] == 0
-                   for h in self.history[-n:] for r in h.get("sauron", {}).values())
+                   for h in self.history[-n:] for r in h.get("pruning", {}).values())
 
     # ---- summary ---------------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False, progress: bool = True, init_from=None) -> dict:
-        """Trains, validates, and adds parameters/FLOPs before and after pruning to the returned summary
-        (also written to ``pruning_summary.json``)."""
-        summary = super().fit(resume, progress, init_from)
-        before = measure(unpruned_like(self.network), self.cfg.patch_size)
-        after = measure(self.network, self.cfg.patch_size)
-        summary["pruning"] = {
-            "parameters_before": before.parameters, "parameters_after": after.parameters,
-            "flops_before": before.flops, "flops_after": after.flops,
-            "flops_removed_fraction": 1 - after.flops / before.flops,
-            "parameters_removed_fraction": 1 - after.parameters / before.parameters,
-            "widths": self.network.widths(),
-            "epochs_trained": self.epoch,
-            "final_thresholds": {name: threshold(st, self.config.sauron) for name, st in self.layer_states.items()},
-            "warnings": self._dice_warnings(),
-        }
-        write_json_atomic(self.output_dir / "pruning_summary.json", summary["pruning"])
-        logger.info("Sauron: parameters %d -> %d (-%.1f %%), forward FLOPs %.3g -> %.3g (-%.1f %%)",
-                    before.parameters, after.parameters, 100 * summary["pruning"]["parameters_removed_fraction"],
-                    before.flops, after.flops, 100 * summary["pruning"]["flops_removed_fraction"])
-        for w in summary["pruning"]["warnings"]:
-            logger.warning(w)
-        return summary
+    def summary_extras(self) -> dict:
+        return {"final_thresholds": {name: threshold(st, self.config.sauron)
+                                     for name, st in self.layer_states.items()}}
 
-    def _dice_warnings(self) -> list[str]:
+    def warnings(self) -> list[str]:
         """A pruned network that lost what it had learned must never pass silently."""
         ema = [(h["epoch"], h["ema_pseudo_dice"]) for h in self.history if h.get("ema_pseudo_dice") is not None]
-        removed = sum(r["removed"] for h in self.history for r in h.get("sauron", {}).values())
+        removed = sum(r["removed"] for h in self.history for r in h.get("pruning", {}).values())
         if not ema or not removed:
             return []
         best_epoch, best = max(ema, key=lambda t: t[1])
@@ -230,31 +206,9 @@ class SauronTrainer(Trainer):
                 "trained model with --init-from, or pause pruning while Dice is down with --dice-guard (README: "
                 "'Two ways to a small model')."]
 
-    # ---- checkpoints and outputs -----------------------------------------------------------------------------
+    # ---- checkpoints -----------------------------------------------------------------------------------------
     def checkpoint_extras(self) -> dict:
         return {"layer_states": {k: asdict(v) for k, v in self.layer_states.items()}}
 
     def load_checkpoint_extras(self, extras: dict) -> None:
         self.layer_states = {k: LayerState(**v) for k, v in extras["layer_states"].items()}
-
-    def _write_metrics(self) -> None:
-        super()._write_metrics()
-        write_text_atomic(self.output_dir / "pruning.jsonl", "".join(
-            json.dumps(to_jsonable({"epoch": h["epoch"], "layers": h.get("sauron", {})})) + "\n"
-            for h in self.history))
-
-    def progress_panels(self) -> list:
-        return [_plot_widths]
-
-
-def _plot_widths(ax, history) -> None:
-    names = list(history[-1].get("sauron", {}))
-    epochs = [h["epoch"] for h in history]
-    for name in names:
-        ax.plot(epochs, [h.get("sauron", {}).get(name, {}).get("width") for h in history], lw=1)
-    total = [sum(r["width"] for r in h.get("sauron", {}).values()) for h in history]
-    ax2 = ax.twinx()
-    ax2.plot(epochs, total, color="k", lw=2, label="all layers")
-    ax2.set_ylabel("total channels")
-    ax2.legend(loc="upper right")
-    ax.set_ylabel("channels per layer")

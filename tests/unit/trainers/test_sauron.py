@@ -77,7 +77,6 @@ def test_loss_adds_the_clustering_term(results_paths):
     losses = []
     for tr in (t, t2):
         tr.network.train()
-        tr.batch_index = 0
         losses.append(float(tr.compute_loss(tr.network(data), target).detach()))
     assert losses[1] > losses[0]
     assert t2._maps == {}  # feature maps are released after each loss
@@ -101,7 +100,7 @@ def test_adam_variant_prunes_too(results_paths):
 def _history(rows):
     """Per-epoch history entries with a Sauron report: rows of (ema, {layer: (tau, removed)})."""
     return [{"epoch": e, "ema_pseudo_dice": ema,
-             "sauron": {k: {"tau": tau, "removed": removed, "width": 8, "patience": 0}
+             "pruning": {k: {"tau": tau, "removed": removed, "width": 8, "patience": 0}
                         for k, (tau, removed) in layers.items()}}
             for e, (ema, layers) in enumerate(rows)]
 
@@ -134,12 +133,12 @@ def test_a_collapsing_dice_while_pruning_is_reported(results_paths):
     t = make(results_paths)
     layers = {"a": (0.1, 0)}
     t.history = _history([(0.2, layers), (0.9, {"a": (0.1, 5)}), (0.85, layers), (0.3, layers)])
-    (warning,) = t._dice_warnings()
+    (warning,) = t.warnings()
     assert "0.900" in warning and "0.300" in warning and "--init-from" in warning
     t.history = _history([(0.2, layers), (0.9, {"a": (0.1, 5)}), (0.88, layers)])
-    assert t._dice_warnings() == []  # within dice_drop_warning
+    assert t.warnings() == []  # within dice_drop_warning
     t.history = _history([(0.2, layers), (0.9, layers), (0.3, layers)])
-    assert t._dice_warnings() == []  # nothing pruned: not Sauron's doing
+    assert t.warnings() == []  # nothing pruned: not Sauron's doing
 
 
 def test_invalid_sauron_options_are_refused():
