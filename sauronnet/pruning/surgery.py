@@ -89,3 +89,58 @@ def remove_channels(net: UNet, group: PrunableGroup, keep: torch.Tensor) -> list
         _cut(conv.weight, dim, index, slices)
         conv.in_channels = int(index.numel())
     return slices
+
+
+def filter_parameters(net: UNet, name: str) -> list[tuple[nn.Parameter, int]]:
+    """Every parameter that holds one slice per output channel of layer ``name``, with the channel dim: the
+    conv weight (dim 0) and bias, and the affine norm's weight and bias; for a transposed conv its weight (dim 1)
+    and bias. Together they decide the channel's output map."""
+    producer = net.layer(name)
+    if isinstance(producer, ConvBlock):
+        params = [(producer.conv.weight, 0), (producer.conv.bias, 0), (producer.norm.weight, 0),
+                  (producer.norm.bias, 0)]
+    elif isinstance(producer, _CONVT):
+        params = [(producer.weight, 1), (producer.bias, 0)]
+    else:
+        raise TypeError(f"{name} is not prunable ({type(producer).__name__})")
+    return [(p, d) for p, d in params if p is not None]
+
+
+def filters(net: UNet, name: str) -> torch.Tensor:
+    """The producer's filters of layer ``name`` as rows: (C_out, fan_in · kernel) weights, without bias or norm
+    (what L1-norm and FPGM rank)."""
+    producer = net.layer(name)
+    if isinstance(producer, ConvBlock):
+        w = producer.conv.weight
+        return w.detach().reshape(w.shape[0], -1)
+    w = producer.weight
+    return w.detach().transpose(0, 1).reshape(w.shape[1], -1)
+
+
+@torch.no_grad()
+def zero_channels(net: UNet, name: str, channels: torch.Tensor) -> None:
+    """Soft pruning: sets every parameter of the given output channels to zero, so each of them outputs an
+    all-zero map (conv → 0 → norm → γ·0 + β = 0 → LeakyReLU 0) and removing them later changes nothing."""
+    for param, dim in filter_parameters(net, name):
+        param.data.index_fill_(dim, channels.to(param.device), 0.0)
+
+
+@torch.no_grad()
+def merge_channels(net: UNet, group: PrunableGroup, clusters: list[torch.Tensor]) -> list[Slice]:
+    """Replaces each cluster of channels (whose output maps are equal) by its first member: every consumer's
+    input weights of the other members are added to the first member's, then the others are removed.
+
+    Args:
+        clusters: a partition of the group's channels, one int64 tensor per cluster.
+    """
+    firsts = torch.stack([c.min() for c in clusters])
+    for consumer in group.consumers:
+        m = net.layer(consumer.module)
+        conv = m.conv if isinstance(m, ConvBlock) else m
+        dim = 0 if isinstance(conv, _CONVT) else 1
+        w = conv.weight.data
+        for cluster, first in zip(clusters, firsts):
+            members = consumer.offset + cluster.to(w.device)
+            w.index_copy_(dim, (consumer.offset + first).reshape(1).to(w.device),
+                          w.index_select(dim, members).sum(dim, keepdim=True))
+    return remove_channels(net, group, torch.sort(firsts).values)

@@ -156,3 +156,45 @@ def test_optimizer_continuity_after_pruning(make_opt):
     for a, b in _kept(ref, pruned, removed):
         assert a.shape == b.shape
         assert (a - b).abs().max() < 1e-10
+
+
+def _copy_channel(net: UNet, name: str, src: int, dst: int) -> None:
+    from sauronnet.pruning.surgery import filter_parameters
+    with torch.no_grad():
+        for p, dim in filter_parameters(net, name):
+            p.index_copy_(dim, torch.tensor([dst]), p.index_select(dim, torch.tensor([src])))
+
+
+@pytest.mark.parametrize("name", ["enc0.1", "enc1.0", "up0", "dec1.1"])
+def test_merging_equal_channels_keeps_outputs(name):
+    from sauronnet.pruning.surgery import merge_channels
+    net = trained_looking()
+    width = net.widths()[name]
+    _copy_channel(net, name, 0, width - 1)  # channels 0 and width-1 now make the same map
+    _copy_channel(net, name, 1, 2)
+    clusters = [torch.tensor([0, width - 1]), torch.tensor([1, 2])] + [torch.tensor([c]) for c in range(3, width - 1)]
+    x = torch.randn(1, 1, 8, 16, 16, dtype=torch.float64)
+    net.eval()
+    net.deep_supervision = False
+    with torch.no_grad():
+        before = net(x)
+        group = next(g for g in net.prunable_groups() if g.name == name)
+        merge_channels(net, group, clusters)
+        after = net(x)
+    assert net.widths()[name] == width - 2
+    assert torch.allclose(before, after, atol=1e-10)
+
+
+def test_zeroed_channels_are_removed_without_changing_outputs():
+    from sauronnet.pruning.surgery import zero_channels
+    net = trained_looking()
+    x = torch.randn(1, 1, 8, 16, 16, dtype=torch.float64)
+    net.eval()
+    net.deep_supervision = False
+    removed = choose(net)
+    for name, idx in removed.items():
+        zero_channels(net, name, idx)
+    with torch.no_grad():
+        soft = net(x)
+        prune_all(net, removed)
+        assert torch.allclose(soft, net(x), atol=1e-10)
