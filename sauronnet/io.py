@@ -191,6 +191,25 @@ def write_image(data: np.ndarray, geometry: Geometry, path: str | Path) -> None:
     _write_atomic(img, path)
 
 
+def write_channels(data: np.ndarray, geometry: Geometry, path: str | Path) -> None:
+    """Writes float32 maps ``data`` (C, Z, Y, X) of a 3D image as one 4D image (x, y, z, channel) whose first
+    three axes carry ``geometry``'s exact spacing, origin and direction (viewers overlay it on the input)."""
+    if len(geometry.spacing) != 3:
+        raise ValueError("4D channel images are written for 3D geometries only")
+    series = []
+    for channel in np.asarray(data, dtype=np.float32):
+        img = sitk.GetImageFromArray(channel)
+        img.SetSpacing(geometry.spacing)
+        img.SetOrigin(geometry.origin)
+        img.SetDirection(geometry.direction)
+        series.append(img)
+    joined = sitk.JoinSeries(series, 0.0, 1.0)
+    direction = np.eye(4)
+    direction[:3, :3] = np.asarray(geometry.direction).reshape(3, 3)
+    joined.SetDirection(direction.flatten().tolist())
+    _write_atomic(joined, Path(path))
+
+
 def _write_atomic(img: sitk.Image, path: Path) -> None:
     # the temporary file keeps the target's extension so SimpleITK picks the same format
     with atomic_path(path, "".join(path.suffixes) or ".nii.gz") as tmp:
