@@ -52,6 +52,7 @@ setup(
             "sauron_import_nnunet=sauronnet.cli:import_nnunet_main",
             "sauron_demo=sauronnet.cli:demo_main",
             "sauron_export=sauronnet.cli:export_main",
+            "sauron_inspect=sauronnet.cli:inspect_main",
         ]
     },
 )

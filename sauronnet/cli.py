@@ -340,6 +340,21 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     sauron.add_argument("--dice-guard", type=float, metavar="MARGIN",
                         help="non-paper: no threshold step and no removal in epochs whose validation pseudo-Dice "
                              "(EMA) lies more than MARGIN below its best (default: off, as the paper)")
+    base = parser.add_argument_group(
+        "Baselines (L1Trainer, FPGMTrainer, CSGDTrainer, RandomTrainer, ScratchTrainer, UniformTrainer; README: "
+        "'Sauron against other pruning methods')")
+    base.add_argument("--match", metavar="PRUNED_MODEL",
+                      help="a pruned model (folder, fold folder or checkpoint) to match: its forward FLOPs (L1, FPGM, "
+                           "C-SGD, Uniform), its removals per epoch and layer (Random), its widths (Scratch)")
+    base.add_argument("--keep-flops", type=float, metavar="F",
+                      help="instead of --match: keep this fraction of the unpruned forward FLOPs (L1, FPGM, C-SGD, "
+                           "Uniform)")
+    base.add_argument("--prune-epoch", type=int, metavar="E",
+                      help="L1Trainer: the epoch at whose end it prunes once (default 0: right away, for a trained "
+                           "model given by --init-from)")
+    base.add_argument("--centripetal", type=float, metavar="EPS",
+                      help="CSGDTrainer: centripetal strength per step (default: the spread inside each cluster "
+                           "shrinks to 1e-3 by the last step)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="network arithmetic: auto = float16 AMP on CUDA, fp32 on the CPU; bf16 = bfloat16 "
@@ -378,14 +393,17 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         cls = TRAINERS[args.trainer]
         sauron_flags = {k: getattr(args, k) for k in ("lam", "tau_max", "kappa", "rho", "mu", "prune_batches",
                                                        "score_maps", "val_test", "stop_after", "dice_guard",
-                                                       "protect_last_block")}
+                                                       "protect_last_block", "match", "keep_flops", "prune_epoch",
+                                                       "centripetal")}
         given = sorted(k for k, v in sauron_flags.items() if v is not None)
         if init is not None and "stop_after" in cls.config_class.__dataclass_fields__ and args.stop_after is None:
             sauron_flags["stop_after"] = INIT_FROM_STOP_AFTER
         known = set(cls.config_class.__dataclass_fields__)
-        if any(k not in known for k in given):
-            parser.error(f"{', '.join('--' + k.replace('_', '-') for k in given)} only apply to SauronTrainer, "
-                         f"not {cls.name}")
+        if unknown := [k for k in given if k not in known]:
+            owners = {k: sorted(n for n, c in TRAINERS.items() if k in c.config_class.__dataclass_fields__)
+                      for k in unknown}
+            parser.error("; ".join(f"--{k.replace('_', '-')} applies to {', '.join(v)}, not {cls.name}"
+                                   for k, v in owners.items()))
         config = with_overrides(cls.config_class(), epochs=args.epochs, iterations_per_epoch=args.iters,
                                 val_iterations=args.val_iters, seed=args.seed, num_workers=args.workers,
                                 initial_lr=args.lr, precision=args.precision, **sauron_flags)
@@ -469,6 +487,21 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                         help="skip keep-largest-component (applied by default to the labels whose validation it "
                              "improved in every fold: fold_F/postprocessing.json)")
     parser.add_argument("--continue", dest="resume", action="store_true", help="skip cases already written")
+    base = parser.add_argument_group(
+        "Baselines (L1Trainer, FPGMTrainer, CSGDTrainer, RandomTrainer, ScratchTrainer, UniformTrainer; README: "
+        "'Sauron against other pruning methods')")
+    base.add_argument("--match", metavar="PRUNED_MODEL",
+                      help="a pruned model (folder, fold folder or checkpoint) to match: its forward FLOPs (L1, FPGM, "
+                           "C-SGD, Uniform), its removals per epoch and layer (Random), its widths (Scratch)")
+    base.add_argument("--keep-flops", type=float, metavar="F",
+                      help="instead of --match: keep this fraction of the unpruned forward FLOPs (L1, FPGM, C-SGD, "
+                           "Uniform)")
+    base.add_argument("--prune-epoch", type=int, metavar="E",
+                      help="L1Trainer: the epoch at whose end it prunes once (default 0: right away, for a trained "
+                           "model given by --init-from)")
+    base.add_argument("--centripetal", type=float, metavar="EPS",
+                      help="CSGDTrainer: centripetal strength per step (default: the spread inside each cluster "
+                           "shrinks to 1e-3 by the last step)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="network arithmetic: auto = bf16 on a CPU with native bfloat16 (AMX or AVX512-BF16), "
@@ -568,6 +601,74 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         print(f"fold {fold}: ONNX graph checked; max |logit difference| to torch on random input {diff:.2e}")
     print(f"exported {len(report['folds'])} fold(s) of {args.model_dir} to {out}: {report['bytes'] / 2**20:.2f} MiB "
           f"({report['bytes'] / report['tensor_bytes']:.3f}x the tensors it holds)")
+    return 0
+
+
+# ---- sauron_inspect ---------------------------------------------------------------------------------------------
+def inspect_main(argv: Sequence[str] | None = None) -> int:
+    """``sauron_inspect MODEL_DIR -i IMAGE -o OUT_DIR``: a case's feature maps per layer and their clustering."""
+    parser = argparse.ArgumentParser(
+        prog="sauron_inspect",
+        description="Runs one case through a trained (pruned or not) 3D model and writes, per prunable layer, "
+                    "LAYER.nii.gz (4D: the layer's feature maps as channels, on the input image's grid, so a viewer "
+                    "overlays them on it), LAYER.png (the central slice of every channel) and clusters.json: per "
+                    "layer the distribution of pairwise distances between the min-max normalised maps (Sauron's "
+                    "clustering-term distance), the clusters found at --threshold and their silhouette score. "
+                    "Volumes larger than --max-voxels after preprocessing are inspected on the centred "
+                    "patch-sized region (zero elsewhere).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="trained or imported model folder (holding fold_F/)")
+    parser.add_argument("-i", "--input", nargs="+", required=True, metavar="IMAGE",
+                        help="the case's image, one file per channel in the model's channel order")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder to write")
+    parser.add_argument("--layers", nargs="+", metavar="LAYER",
+                        help="prunable layers to show, e.g. enc0.0 up3 dec3.1 (default: all; sauron_info lists them)")
+    parser.add_argument("-f", "--fold", help="the fold to inspect (default: the model's first trained fold)")
+    parser.add_argument("--checkpoint", choices=["final", "best"], default="final")
+    parser.add_argument("--threshold", type=float, default=0.1,
+                        help="distance below which two maps count as one cluster (complete linkage)")
+    parser.add_argument("--max-voxels", type=int, default=4_000_000,
+                        help="inspect the whole preprocessed volume up to this size, else the centred patch")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--overwrite", action="store_true", help="write into an OUT_DIR that already holds files")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if missing := _missing_training_install(("torch", "matplotlib")):
+        return _report([f"{parser.prog} needs the training install (missing: {missing}): pip install 'sauronnet[train]'"])
+    _setup_logging(args.verbose)
+    if not 0 < args.threshold < 1:
+        parser.error("--threshold must lie in (0, 1): distances between min-max normalised maps lie in [0, 1]")
+    out = Path(args.output)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        return _report([f"{out} already holds files; pass --overwrite to write into it, or choose another -o"])
+    problems = [f"{p}: no such file" for p in args.input if not Path(p).is_file()]
+    if not Path(args.model_dir).is_dir():
+        problems.append(f"{args.model_dir}: no such model folder")
+    if problems:
+        return _report(problems)
+    _set_threads("cpu", args.threads)
+    try:
+        from tqdm import tqdm
+
+        from sauronnet.inspection.feature_maps import inspect_case
+        from sauronnet.inspection.report import write_inspection
+        inspection = inspect_case(args.model_dir, args.input, args.fold, args.checkpoint, args.layers,
+                                  args.max_voxels)
+        result = write_inspection(
+            inspection, out, args.threshold,
+            {"model": str(Path(args.model_dir).resolve()), "images": [str(Path(p).resolve()) for p in args.input],
+             "fold": args.fold, "checkpoint": args.checkpoint},
+            progress=lambda names: tqdm(names, desc="layers", unit="layer", disable=args.no_progress))
+    except (FileNotFoundError, ValueError) as e:
+        return _report([str(e)])
+    s = result["summary"]
+    print(f"{len(result['layers'])} layers of {args.model_dir} written to {out}")
+    if s.get("layers"):
+        sil = "undefined" if s["silhouette"] is None else f"{s['silhouette']:.3f}"
+        print(f"mean over layers: pairwise distance {s['mean_distance']:.4f} (median {s['median_distance']:.4f}), "
+              f"{s['clusters']:.1f} clusters of {s['channels']:.1f} channels at threshold {args.threshold}, "
+              f"silhouette {sil}")
     return 0
 
 
