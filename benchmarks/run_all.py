@@ -13,7 +13,9 @@ Runs, one after the other (never two at once: they share the CPU), with 2 torch/
    ``nnUNetv2_predict_from_modelfolder``, TTA on and off, plus the agreement of the two segmentations;
 4. ``sauron_compression.py --run init3d|single3d|single2d`` — Sauron vs the unpruned trainer on held-out toy64
    cases: pruning a trained model, single-phase 3D (cpu preset), single-phase 2D (nnU-Net widths). The ablation
-   run (``--run ablation``) is not part of ``make bench``.
+   run (``--run ablation``) is not part of ``make bench``;
+5. ``pruning_methods.py --dataset demo|toy64`` — Sauron against L1, FPGM, C-SGD, random, scratch and
+   uniform-width baselines at Sauron's forward FLOPs (about 45 minutes per dataset).
 
 Each script writes its rows as JSON; this one writes them as one markdown table with the command, date, commit,
 CPU model and thread count, and copies that table into README.md between the ``bench:start``/``bench:end``
@@ -50,6 +52,10 @@ SAURON_RUNS = {
     "single2d": ["--epochs", "200", "--iters", "5", "--val-iters", "3", "--batch-size", "8"],
 }
 
+#: the budget of benchmarks/pruning_methods.py: make demo's (50 x 12 unpruned, at most 150 x 5 pruning)
+PRUNING_METHODS_BUDGET = ["--epochs", "50", "--iters", "12", "--val-iters", "4", "--prune-epochs", "150",
+                          "--prune-iters", "5"]
+
 
 def steps(quick: bool) -> dict[str, list[str]]:
     n = ["-n", "1"] if quick else []
@@ -65,6 +71,11 @@ def steps(quick: bool) -> dict[str, list[str]]:
                              *(["--epochs", "4", "--iters", "4", "--init-epochs", "4", "--init-iters", "4"]
                                if quick else budget)]
            for run, budget in SAURON_RUNS.items()},
+        # Sauron against the baselines at matched FLOPs, on the demo set and toy64 (make demo's recipe)
+        **{f"pruning_methods_{d}": ["pruning_methods.py", "--dataset", d, "--threads", str(THREADS),
+                                    *(["--epochs", "4", "--iters", "4", "--prune-epochs", "4", "--prune-iters", "4",
+                                       "--val-iters", "2"] if quick else PRUNING_METHODS_BUDGET)]
+           for d in ("demo", "toy64")},
         # after the Sauron runs: it exports and times their cached toy64 models
         "deploy": ["deploy.py", "--threads", str(THREADS), *(["-n", "1"] if quick else [])],
     }

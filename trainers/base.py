@@ -1,9 +1,11 @@
 """The standard trainer: nnU-Net's training loop as a short sequence of overridable hooks.
 
-``fit()`` reads top to bottom: per epoch set the poly learning rate, run ``train_step`` over the training
-batches, ``validation_step`` over the validation batches, update the EMA pseudo-Dice, call ``on_epoch_end``,
-write the checkpoints, metrics and plot. A variant (the Sauron trainer) subclasses and overrides a hook or two;
-hyper-parameters live in :class:`TrainerConfig`, never in ``__init__``.
+``fit()`` reads top to bottom: per epoch ``learning_rate(epoch)`` (poly decay), ``train_epoch`` (``train_step``
+per batch, with ``compute_loss``, ``on_gradients`` before clipping and the optimizer step, ``on_step_end``
+after it), ``validate_epoch`` (``validation_step`` per batch), the EMA pseudo-Dice, ``on_epoch_end``, then the
+checkpoints, ``write_metrics`` and the plot; after the last epoch ``final_validation`` and ``on_train_end``. A
+variant subclasses and overrides a hook or two (pruning methods: :mod:`trainers.pruning`); hyper-parameters
+live in :class:`TrainerConfig`, never in ``__init__``.
 
 Outputs (``SAURON_RESULTS/DatasetXXX/TRAINER__PRESET__CONFIG/fold_F/``): ``checkpoint_latest.pth`` (every epoch,
 atomic), ``checkpoint_best.pth`` (best EMA pseudo-Dice), ``checkpoint_final.pth``, ``plans.json``,

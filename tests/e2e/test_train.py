@@ -81,3 +81,22 @@ def test_bf16_on_a_cpu_without_native_bfloat16_is_refused_before_anything_is_wri
                            "cpu"]) == 1
     assert "no native bfloat16" in capsys.readouterr().err
     assert not (results_paths.results / "Dataset001_Demo").exists()
+
+
+def test_baseline_from_the_command_line_matches_flops(results_paths, monkeypatch, capsys):
+    import pytest
+    point_env(results_paths, monkeypatch)
+    argv = ["1", "0", "--epochs", "2", "--iters", "2", "--val-iters", "1", "--workers", "0", "--no-progress"]
+    with pytest.raises(SystemExit) as e:
+        cli.train_main(argv + ["-tr", "Trainer", "--keep-flops", "0.5"])
+    assert e.value.code == 2
+    assert "--keep-flops applies to CSGDTrainer, FPGMTrainer, L1Trainer" in capsys.readouterr().err
+    assert cli.train_main(argv + ["-tr", "L1Trainer", "--keep-flops", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "pruning: parameters" in out
+    summary = json.loads((results_paths.results / "Dataset001_Demo" / "L1Trainer__cpu__3d_fullres" / "fold_0" /
+                          "pruning_summary.json").read_text())
+    assert summary["method"] == "L1Trainer"
+    assert 1 - summary["flops_removed_fraction"] == pytest.approx(0.5, rel=0.05)
+    assert cli.train_main(argv + ["-tr", "UniformTrainer"]) == 1
+    assert "--match" in capsys.readouterr().err
