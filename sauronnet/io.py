@@ -10,6 +10,10 @@ convention nnU-Net uses so that its planner never pools across slices.
 """
 from __future__ import annotations
 
+import gzip
+import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -87,9 +91,105 @@ def read_geometry(path: str | Path) -> Geometry:
                     tuple(float(d) for d in reader.GetDirection()), shape)
 
 
+#: NIfTI datatype codes of floating-point voxels (float32, float64) and their numpy types
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_layout(header: bytes) -> tuple[int, int, str | None] | None:
+    """(voxel offset, total bytes the file must hold, numpy float type or None) of a NIfTI-1/-2 header, or None
+    if ``header`` is not NIfTI."""
+    for order in ("<", ">"):
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            datatype, bitpix = struct.unpack(order + "2h", header[70:74])
+            offset = max(352, int(struct.unpack(order + "f", header[108:112])[0]))
+            break
+        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
+            datatype, bitpix = struct.unpack(order + "2h", header[12:16])
+            dims = struct.unpack(order + "8q", header[16:80])
+            offset = max(544, struct.unpack(order + "q", header[168:176])[0])
+            break
+    else:
+        return None
+    n = dims[0]
+    if not 1 <= n <= 7 or any(d < 0 for d in dims[1:n + 1]):
+        return None
+    size = offset + int(np.prod(dims[1:n + 1], dtype=np.int64)) * bitpix // 8
+    dtype = order + _NIFTI_FLOATS[datatype] if datatype in _NIFTI_FLOATS else None
+    return offset, size, dtype
+
+
+def _stream(path: Path, compressed: bool):
+    """The file's (decompressed) bytes in chunks; stops quietly where a truncated gzip stream ends."""
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if compressed else None
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            if inflate is None:
+                yield chunk
+                continue
+            try:
+                yield inflate.decompress(chunk)
+            except zlib.error:
+                return
+            if inflate.eof:
+                return
+
+
+def check_nifti(path: Path) -> None:
+    """Raises ValueError for a NIfTI file (.nii, .nii.gz) that is incomplete or holds NaN/inf voxels.
+
+    SimpleITK reads a half-written or half-copied file without any error (the missing voxels become zeros), and
+    its NIfTI reader turns NaN and inf voxels into ordinary numbers, so neither can be seen after reading. A
+    float file is therefore scanned as stored (one decompression); an integer one cannot hold NaN, and is checked
+    by its size: a .nii by the file's, a .nii.gz by the uncompressed size in its last four bytes (gzip's ISIZE),
+    decompressing it only when that disagrees.
+    """
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")) or path.is_dir():
+        return
+    compressed = name.endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+            header = f.read(544)
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read the NIfTI header ({e}); the file is damaged or not NIfTI: "
+                         "copy or export it again") from e
+    layout = _nifti_layout(header)
+    if layout is None:
+        return
+    offset, expected, dtype = layout
+    if dtype is None and not compressed:
+        actual = path.stat().st_size
+    elif dtype is None:
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            if struct.unpack("<I", f.read(4))[0] == expected % 2**32:
+                return
+        actual = sum(len(c) for c in _stream(path, True))
+    else:
+        actual, bad, pending = 0, 0, b""
+        item = np.dtype(dtype).itemsize
+        for chunk in _stream(path, compressed):
+            lo, hi = max(offset - actual, 0), max(min(len(chunk), expected - actual), 0)
+            actual += len(chunk)
+            pending += chunk[lo:hi]
+            usable = len(pending) - len(pending) % item
+            values = np.frombuffer(pending[:usable], dtype)
+            bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+            pending = pending[usable:]
+        if actual >= expected and bad:
+            raise ValueError(f"{path}: {bad} NaN/inf voxel(s) (SimpleITK would silently read them as other "
+                             "values); replace them, e.g. with the background value")
+    if actual < expected:
+        raise ValueError(f"{path}: the file is incomplete ({actual:,} of {expected:,} bytes its header announces"
+                         f"{', uncompressed' if compressed else ''}); it was cut while being written or copied: "
+                         "copy or export it again")
+
+
 def _read(path: Path) -> sitk.Image:
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
+    check_nifti(path)
     try:
         if path.is_dir():
             names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))

@@ -49,7 +49,7 @@ def test_channels_with_different_geometry_are_rejected(tmp_path):
 def test_unreadable_file_names_the_file(tmp_path):
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="broken.nii.gz: SimpleITK cannot read"):
+    with pytest.raises(ValueError, match="broken.nii.gz: cannot read the NIfTI header"):
         read_image(bad)
     with pytest.raises(ValueError, match="broken.nii.gz"):
         read_geometry(bad)
@@ -87,3 +87,36 @@ def test_dicom_series_folder_is_one_case(tmp_path):
     assert geo.spacing == pytest.approx((0.8, 0.8, 2.0)) and geo.origin == pytest.approx((10.0, 20.0, 30.0))
     cases, problems = find_cases([tmp_path / "patient7"], 1)
     assert problems == [] and cases[0].case_id == "patient7" and cases[0].ending == ".nii.gz"
+
+
+def test_a_cut_nifti_is_refused_although_simpleitk_reads_it(tmp_path):
+    import SimpleITK as sitk
+    for name in ("cut.nii.gz", "cut.nii"):
+        path = tmp_path / name
+        img = np.random.default_rng(0).random((10, 20, 20)).astype(np.float32)
+        sitk.WriteImage(sitk.GetImageFromArray(img), str(path))
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+        sitk.ReadImage(str(path))  # SimpleITK itself says nothing
+        with pytest.raises(ValueError, match=f"{name}: the file is incomplete"):
+            read_image(path)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_complete_files_pass_the_check(tmp_path, dtype):
+    import SimpleITK as sitk
+    path = tmp_path / "ok.nii.gz"
+    img = (np.random.default_rng(1).random((10, 20, 20)) * 100).astype(dtype)
+    sitk.WriteImage(sitk.GetImageFromArray(img), str(path))
+    assert np.array_equal(read_image(path)[0], img.astype(np.float32))
+
+
+def test_non_finite_nifti_voxels_are_found_before_simpleitk_hides_them(tmp_path):
+    import SimpleITK as sitk
+    img = np.ones((4, 5, 6), np.float32)
+    img[1, 2, 3], img[2, 2, 2] = np.nan, np.inf
+    path = tmp_path / "nan.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(img), str(path))
+    assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).all()  # what SimpleITK shows
+    with pytest.raises(ValueError, match="nan.nii.gz: 2 NaN/inf voxel"):
+        read_image(path)
