@@ -81,7 +81,8 @@ class Methods(Bench):
     def train_cmd(self, model: Model) -> list:
         r, kind = self.run, self.kinds[model.name]
         cmd = [OUR_BIN / "sauron_train", self.name[7:10], "all", "-tr", model.trainer, "-p", r.preset,
-               "-c", r.configuration, "--val-iters", r.val_iters, "--threads", self.threads, "--no-progress"]
+               "-c", r.configuration, "--val-iters", r.val_iters, "--threads", self.threads, "--no-progress",
+               "--overwrite"]
         unpruned = self.model_dir(self.model(UNPRUNED))
         sauron = self.model_dir(self.model(SAURON))
         if kind == "unpruned":

@@ -155,7 +155,7 @@ class Bench:
         epochs, iters = (r.init_epochs, r.init_iters) if model.init_from_unpruned else (r.epochs, r.iters)
         cmd = [OUR_BIN / "sauron_train", self.name[7:10], "all", "-tr", model.trainer, "-p", r.preset,
                "-c", r.configuration, "--epochs", epochs, "--iters", iters, "--val-iters", r.val_iters, "--threads", self.threads,
-               "--no-progress", *model.flags]
+               "--no-progress", "--overwrite", *model.flags]
         if model.init_from_unpruned:
             cmd += ["--init-from", self.model_dir(Model(UNPRUNED, UNPRUNED))]
         self.sh(cmd, model)

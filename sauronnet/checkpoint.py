@@ -10,6 +10,7 @@ and resample logits, nnU-Net v2's order).
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -28,12 +29,28 @@ def save_checkpoint(payload: dict, path: Path) -> None:
         torch.save(payload, tmp)
 
 
+def safe_torch_load(path: Path, map_location: str | torch.device = "cpu"):
+    """``torch.load(weights_only=True)`` (never runs code a file carries) with errors that say what is wrong.
+
+    Raises:
+        ValueError: a truncated or damaged file, or one that holds more than tensors and plain containers.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: holds objects other than tensors and plain containers, which SauronNet never "
+                         "unpickles (they could run code); use a checkpoint written by SauronNet or nnU-Net") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path}: cannot be read as a checkpoint ({str(e).splitlines()[0][:100]}); it is damaged "
+                         "or was cut while being written or copied: copy it again, or train again") from e
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Loads a checkpoint safely (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found (train the fold, or pick another --checkpoint)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = safe_torch_load(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a SauronNet checkpoint (format {CHECKPOINT_FORMAT})")
     return ckpt

@@ -34,10 +34,26 @@ def paths_from_env() -> Paths:
                  Path(os.environ.get("SAURON_RESULTS") or default.results))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Logs to whatever ``sys.stderr`` is when a record is emitted (a command run in-process, e.g. from a
+    notebook or a test, may see stderr replaced between runs)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_sauron", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler._sauron = True  # type: ignore[attr-defined]
         root.addHandler(handler)
@@ -115,7 +131,7 @@ def plan_and_preprocess_main(argv: Sequence[str] | None = None) -> int:
 def _plan_and_preprocess(paths: Paths, task: str, args: argparse.Namespace, planner) -> int:
     from sauronnet.dataset import load_raw_dataset, verify_dataset
     from sauronnet.fingerprint import extract_fingerprint
-    from sauronnet.data.splits import ensure_splits
+    from sauronnet.data.splits import check_splits, ensure_splits, splits_source
     from sauronnet.preprocessing.preprocess import config_folder, preprocess_dataset
     from sauronnet.serialization import write_json_atomic
 
@@ -137,6 +153,8 @@ def _plan_and_preprocess(paths: Paths, task: str, args: argparse.Namespace, plan
         plans.configuration(c)
 
     out = paths.preprocessed / name
+    if (splits := splits_source(out, raw)) is not None:
+        check_splits(splits, [c.case_id for c in dataset.training])  # before anything is written
     write_json_atomic(out / "dataset_fingerprint.json", fingerprint)
     shutil.copyfile(raw / "dataset.json", out / "dataset.json")
     plans_path = out / plans.preset / "plans.json"
@@ -309,6 +327,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="augmentation processes (default: one per two cores)")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="resume from checkpoint_latest.pth of this fold")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete this fold's earlier outputs (a trained model) and train it again from scratch; "
+                             "without it (or --continue) a fold that holds checkpoints is left untouched")
     parser.add_argument("--init-from", metavar="MODEL_DIR",
                         help="start from a trained model's weights, e.g. an nnU-Net model converted by "
                              "sauron_import_nnunet (its fold FOLD, or its only fold; or a checkpoint file): with the "
@@ -375,6 +396,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         parser.error("--lr must be positive")
     paths = paths_from_env()
     try:
+        from sauronnet.checkpoint import load_checkpoint
         from sauronnet.plans import Plans
         from trainers.base import with_overrides
 
@@ -410,6 +432,19 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         trainer = cls(plans, args.configuration, args.fold, paths, config, device)
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
+    earlier = sorted(p.name for p in trainer.output_dir.glob("checkpoint_*.pth"))
+    latest = trainer.output_dir / "checkpoint_latest.pth"
+    if args.resume and latest.is_file():
+        try:
+            load_checkpoint(latest)  # a damaged file is reported before anything is written
+        except ValueError as e:
+            return _report([f"{e}; or start again with --overwrite"])
+    if earlier and not args.resume:
+        if not args.overwrite:
+            return _report([f"{trainer.output_dir} already holds a model ({', '.join(earlier)}); pass --continue to "
+                            "resume it, or --overwrite to delete it and train again from scratch"])
+        logger.warning("--overwrite: deleting %s", trainer.output_dir)
+        shutil.rmtree(trainer.output_dir)
     handler = _add_log_file(trainer.output_dir / "training.log")
     try:
         logger.info("training %s fold %s: %s (%s, %s) on %s in %s, %d training / %d validation cases", name,
@@ -521,6 +556,11 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if args.num_processes < 1:
         parser.error("-np must be at least 1")
+    out_dir = Path(args.output).resolve()
+    for given in args.input:
+        if Path(given).is_dir() and Path(given).resolve() == out_dir:
+            return _report([f"-o {args.output} is the input folder: predictions would be written among the images "
+                            "(and read as images next time); choose another output folder"])
     from sauronnet.inference.inputs import find_cases
     from sauronnet.inference.loading import load_predictor
     from sauronnet.inference.predictor import predict_cases
@@ -777,7 +817,10 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     if not ckpts:
         return _report([f"{model_dir}: no fold_*/checkpoint_{args.checkpoint}.pth"])
     for path in ckpts:
-        net, plans, configuration = load_fold_network(path, torch.device("cpu"))
+        try:
+            net, plans, configuration = load_fold_network(path, torch.device("cpu"))
+        except (FileNotFoundError, ValueError) as e:
+            return _report([str(e)])
         patch = plans.configuration(configuration).patch_size
         now, ref = measure(net, patch), measure(unpruned_like(net), patch)
         planned = default_widths(net.plan)
@@ -826,11 +869,11 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     steps = [
         ("data", demo_data_main, ["--overwrite"]),
         ("plan", plan_and_preprocess_main, ["-d", "1", "--preset", "cpu", "--verify"] + quiet),
-        ("train (unpruned)", train_main, ["1", "all", "-tr", "Trainer", "-p", "cpu"] + DEMO_TRAIN + precision
-         + quiet),
-        ("prune (Sauron, --init-from the unpruned model)", train_main,
-         ["1", "all", "-tr", "SauronTrainer", "-p", "cpu", "--init-from", str(models["Trainer"])] + DEMO_PRUNE
+        ("train (unpruned)", train_main, ["1", "all", "-tr", "Trainer", "-p", "cpu", "--overwrite"] + DEMO_TRAIN
          + precision + quiet),
+        ("prune (Sauron, --init-from the unpruned model)", train_main,
+         ["1", "all", "-tr", "SauronTrainer", "-p", "cpu", "--overwrite", "--init-from", str(models["Trainer"])]
+         + DEMO_PRUNE + precision + quiet),
     ]
     for name, fn, step_argv in steps:
         print(f"== sauron_demo: {name} ==", flush=True)

@@ -159,6 +159,19 @@ def _pair_cases(images_dir: Path, labels_dir: Path | None, n_channels: int, endi
                 problems.append(f"{p}: name must be CASE_XXXX{ending} (XXXX = 4-digit channel index); rename it")
             continue
         by_case.setdefault(m.group(1), {})[int(m.group(2))] = p
+    folded: dict[str, list[str]] = {}
+    for case_id in by_case:
+        folded.setdefault(case_id.lower(), []).append(case_id)
+    for ids in folded.values():
+        if len(ids) > 1:
+            problems.append(f"{images_dir}: case ids {', '.join(sorted(ids))} differ only in letter case; their "
+                            "outputs would overwrite each other on case-insensitive file systems: rename one")
+    if labels_dir is not None and labels_dir.is_dir():
+        for label in sorted(labels_dir.glob(f"*{ending}")):
+            case_id = label.name[:-len(ending)]
+            if not label.name.startswith(".") and case_id not in by_case:
+                problems.append(f"{label}: no image file {case_id}_0000{ending} in {images_dir} for this label; add "
+                                "the case's images or remove the label")
     cases = []
     for case_id, channels in sorted(by_case.items()):
         expected = set(range(n_channels))

@@ -5,6 +5,7 @@ Spatial tuples are in array order after ``transpose_forward`` (the largest-spaci
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,17 @@ class NetworkPlan:
         if not (len(self.kernel_sizes) == len(self.strides) == len(self.n_conv_per_stage_encoder) == n
                 and len(self.n_conv_per_stage_decoder) == n - 1):
             raise ValueError(f"network plan lists disagree on the number of stages ({n}): {self}")
+        if n < 1 or any(f < 1 for f in self.features_per_stage):
+            raise ValueError(f"features_per_stage must be positive widths, got {list(self.features_per_stage)}")
+        dims = {len(k) for k in self.kernel_sizes} | {len(s) for s in self.strides}
+        if len(dims) != 1 or dims.pop() not in (2, 3):
+            raise ValueError("kernel_sizes and strides must all have 2 or 3 entries per stage, got "
+                             f"{list(self.kernel_sizes)} and {list(self.strides)}")
+        if any(k < 1 for ks in self.kernel_sizes for k in ks) or any(s < 1 for st in self.strides for s in st):
+            raise ValueError(f"kernel_sizes and strides must be positive, got {list(self.kernel_sizes)} and "
+                             f"{list(self.strides)}")
+        if any(c < 1 for c in (*self.n_conv_per_stage_encoder, *self.n_conv_per_stage_decoder)):
+            raise ValueError("n_conv_per_stage_encoder/decoder must be at least 1 per stage")
 
     @property
     def n_stages(self) -> int:
@@ -78,6 +90,21 @@ class ConfigurationPlan:
     batch_dice: bool
     network: NetworkPlan
     estimated_forward_gflops: float
+
+    def __post_init__(self) -> None:
+        dim = self.network.dim
+        if len(self.spacing) != dim or not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            raise ValueError(f"spacing must be {dim} positive numbers (mm), got {list(self.spacing)}")
+        if len(self.patch_size) != dim or any(p < 1 for p in self.patch_size):
+            raise ValueError(f"patch_size must be {dim} positive sizes, got {list(self.patch_size)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if len(self.normalization_schemes) != len(self.use_mask_for_norm):
+            raise ValueError("normalization_schemes and use_mask_for_norm must list one entry per channel")
+        orders = (self.resampling_data_order, self.resampling_data_order_z, self.resampling_seg_order,
+                  self.resampling_seg_order_z, self.resampling_probabilities_order)
+        if any(not 0 <= o <= 5 for o in orders):
+            raise ValueError(f"resampling orders must lie in 0..5, got {list(orders)}")
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,10 @@ def _convert(tp: Any, data: Any, where: str) -> Any:
         if missing:
             raise ValueError(f"{where}: missing key(s) {missing} for {tp.__name__}")
         kwargs = {n: _convert(hints[n], data[n], f"{where}.{n}") for n in names if n in data}
-        return tp(**kwargs)
+        try:
+            return tp(**kwargs)
+        except ValueError as e:  # a dataclass's own check of its values
+            raise ValueError(f"{where}: {e}") from None
     if origin in (typing.Union, types.UnionType):
         if data is None and type(None) in args:
             return None

@@ -45,26 +45,45 @@ def load_splits(path: Path) -> list[Split]:
     return [from_jsonable(Split, d, where=f"{path}[{i}]") for i, d in enumerate(data)]
 
 
+def check_splits(path: Path, case_ids: Sequence[str]) -> list[Split]:
+    """Loads a splits file and checks that every fold names only the given cases (which also keeps a case id
+    such as ``../x`` from pointing outside the data folder).
+
+    Raises:
+        ValueError: naming the file, the fold and the unknown cases.
+    """
+    known = set(case_ids)
+    splits = load_splits(path)
+    for i, s in enumerate(splits):
+        unknown = sorted(set(s.train + s.val) - known)
+        if unknown:
+            raise ValueError(f"{path}: fold {i} names case(s) {unknown[:5]} that are not training cases; "
+                             "fix or delete the file")
+    return splits
+
+
+def splits_source(preprocessed_dataset: Path, raw_dataset: Path) -> Path | None:
+    """The splits file :func:`ensure_splits` will use: the preprocessed one, else the user's in the raw folder."""
+    for path in (preprocessed_dataset / SPLITS_FILE, raw_dataset / SPLITS_FILE):
+        if path.is_file():
+            return path
+    return None
+
+
 def ensure_splits(preprocessed_dataset: Path, raw_dataset: Path, case_ids: Sequence[str]) -> Path | None:
     """Writes ``splits_final.json`` next to the preprocessed data unless one exists; returns its path.
 
-    A file in the raw dataset folder wins (copied once); an existing one is checked against the case ids.
-    With fewer than 5 cases no split is written (None): only fold ``all`` can be trained.
+    A file in the raw dataset folder wins (copied once); an existing one is checked against the case ids (before
+    anything is written). With fewer than 5 cases no split is written (None): only fold ``all`` can be trained.
     """
     target = preprocessed_dataset / SPLITS_FILE
-    user = raw_dataset / SPLITS_FILE
-    if user.is_file() and not target.is_file():
-        load_splits(user)
-        preprocessed_dataset.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(user, target)
-        logger.info("using the user-supplied %s", user)
-    if target.is_file():
-        known = set(case_ids)
-        for i, s in enumerate(load_splits(target)):
-            unknown = sorted(set(s.train + s.val) - known)
-            if unknown:
-                raise ValueError(f"{target}: fold {i} names case(s) {unknown[:5]} that are not training cases; "
-                                 "fix or delete the file")
+    source = splits_source(preprocessed_dataset, raw_dataset)
+    if source is not None:
+        check_splits(source, case_ids)
+        if source != target:
+            preprocessed_dataset.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            logger.info("using the user-supplied %s", source)
         return target
     if len(case_ids) < N_SPLITS:
         logger.warning("only %d training cases: no %d-fold splits written; train fold 'all'", len(case_ids), N_SPLITS)

@@ -85,6 +85,12 @@ def _from_folder(folder: Path, n_channels: int, problems: list[str]) -> list[Inp
         if missing:
             problems.append(f"{folder}: case {case_id} lacks channel(s) {missing}; the model needs {n_channels}")
             continue
+        extra = [ch[c].name for c in sorted(ch) if c >= n_channels]
+        if extra:
+            problems.append(f"{', '.join(extra)}: the model reads {n_channels} channel(s) per case "
+                            f"({case_id}_0000..{case_id}_{n_channels - 1:04d}); this case has more. Is it the "
+                            "right model? Otherwise move the extra files away")
+            continue
         out.append(InputCase(case_id, tuple(ch[c] for c in range(n_channels)), endings[case_id]))
     if not by_case and not problems:
         problems.append(f"{folder}: no images named CASE_0000{{{','.join(ENDINGS)}}}")

@@ -52,6 +52,9 @@ def load_fold_network(path: Path, device: torch.device) -> tuple[UNet, Plans, st
 def model_dir_folds(model_dir: Path, folds: Sequence[str] | None, checkpoint: str) -> list[str]:
     """The folds to load: ``folds`` or every ``fold_*`` holding ``checkpoint_{checkpoint}.pth``."""
     if folds is not None:
+        bad = [f for f in folds if not (str(f).isdigit() or f == "all")]
+        if bad:
+            raise ValueError(f"-f {' '.join(bad)}: a fold is a number (0-4) or 'all'")
         return list(folds)
     name = f"checkpoint_{checkpoint}.pth"
     found = sorted(p.name[5:] for p in model_dir.glob("fold_*") if (p / name).is_file())

@@ -185,6 +185,30 @@ def preprocess_dataset(dataset: RawDataset, plans: Plans, config_name: str, out:
     return sorted(map_with_progress(_preprocess_and_save, jobs, num_processes, f"Preprocess {config_name}", progress))
 
 
+def check_preprocessed(folder: Path, case_ids: Sequence[str], remedy: str) -> None:
+    """Opens every case's arrays (memory-mapped: headers and sizes only) and properties.
+
+    Raises:
+        ValueError: naming the damaged or missing files (at most five) and ``remedy``, the command that
+            rewrites them.
+    """
+    problems = []
+    for case_id in case_ids:
+        for name in (f"{case_id}.npy", f"{case_id}_seg.npy", f"{case_id}.json"):
+            path = folder / name
+            try:
+                if name.endswith(".npy"):
+                    np.load(path, mmap_mode="r")
+                else:
+                    load_dataclass(CaseProperties, path)
+            except (OSError, ValueError) as e:
+                problems.append(f"{path} ({str(e).splitlines()[0][:80]})")
+    if problems:
+        more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise ValueError(f"preprocessed file(s) missing or damaged: {'; '.join(problems[:5])}{more}; rewrite them: "
+                         f"{remedy}")
+
+
 def load_case(folder: Path, case_id: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, CaseProperties]:
     """Loads a preprocessed case: data (C, Z, Y, X), seg (1, Z, Y, X) — memory-mapped by default — and properties."""
     mode = "r" if mmap else None

@@ -85,7 +85,9 @@ def test_class_locations_sampling_bounds():
 
 def test_2d_configuration_keeps_slice_spacing():
     plans = make_plans((1.0, 1.0, 1.0))
-    cfg2d = ConfigurationPlan(**{**plans.configuration("3d_fullres").__dict__, "spacing": (0.5, 0.5)})
+    net2d = NetworkPlan((4, 8), ((3, 3), (3, 3)), ((1, 1), (2, 2)), (1, 1), (1,))
+    cfg2d = ConfigurationPlan(**{**plans.configuration("3d_fullres").__dict__, "spacing": (0.5, 0.5),
+                                 "patch_size": (8, 8), "network": net2d})
     img, seg = case()
     geo = Geometry((1.0, 1.0, 3.0), (0.0,) * 3, (1, 0, 0, 0, 1, 0, 0, 0, 1), seg.shape)
     data, _, props = preprocess_case(img, seg, geo, "c", plans, cfg2d)
