@@ -26,6 +26,17 @@ ENV_HELP = ("Data roots come from SAURON_RAW, SAURON_PREPROCESSED and SAURON_RES
             "(defaults: ./sauron_data/raw, ./sauron_data/preprocessed, ./sauron_data/results).")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only where it says something: not for None/False defaults, and not when the help
+    text already names its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def paths_from_env() -> Paths:
     """The data roots from the environment, each defaulting under ``./sauron_data``."""
     default = Paths.under(DEFAULT_ROOT)
@@ -86,7 +97,7 @@ def plan_and_preprocess_main(argv: Sequence[str] | None = None) -> int:
         description="Checks a raw nnU-Net v2 dataset, extracts its fingerprint (dataset_fingerprint.json), plans "
                     "the configurations (PRESET/plans.json) and preprocesses the training cases into "
                     "SAURON_PREPROCESSED/DatasetXXX_Name/PRESET/CONFIG/. " + ENV_HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("-d", "--dataset", nargs="+", required=True, metavar="TASK",
                         help="dataset id(s) (1) or folder name(s) (Dataset001_Demo)")
     source = parser.add_mutually_exclusive_group()
@@ -214,7 +225,7 @@ def demo_data_main(argv: Sequence[str] | None = None) -> int:
         description="Writes the deterministic synthetic demo dataset (MR-like volumes, labels lesion and vessel, "
                     "1x1x2.5 mm voxels, oblique geometry) in nnU-Net v2 raw layout into SAURON_RAW. Test images "
                     "go to imagesTs, their reference labels to labelsTs. " + ENV_HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("--id", type=int, default=defaults.dataset_id, help="dataset id (DatasetXXX_Demo)")
     parser.add_argument("--train", type=int, default=defaults.n_train, help="training cases")
     parser.add_argument("--test", type=int, default=defaults.n_test, help="test cases")
@@ -312,7 +323,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         description="Trains a network on a preprocessed dataset and writes checkpoints, metrics.jsonl, "
                     "progress.png, training.log and validation/summary.json to "
                     "SAURON_RESULTS/DatasetXXX_Name/TRAINER__PRESET__CONFIG/fold_F/. " + ENV_HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("task", metavar="TASK", help="dataset id (1) or folder name (Dataset001_Demo)")
     parser.add_argument("fold", metavar="FOLD", help="cross-validation fold 0-4, or 'all' (every case)")
     parser.add_argument("-c", "--configuration", default="3d_fullres")
@@ -503,7 +514,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                     "CASE_0001.nii.gz for a second channel...), single image files, or DICOM series folders. Each "
                     "output CASE.ext lies voxel for voxel on its input (same spacing, origin, direction and format; "
                     "DICOM inputs give .nii.gz). " + ENV_HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("-i", "--input", nargs="+", required=True, help="input folder, files or DICOM folders")
     parser.add_argument("-o", "--output", required=True, help="output folder")
     src = parser.add_mutually_exclusive_group(required=True)
@@ -607,7 +618,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
                     "sha256 hashes checked at load; loading never unpickles. `sauron_predict -m model.sauron` uses "
                     "it wherever a model folder works; with --onnx, `sauron_predict --backend onnxruntime` runs it "
                     "without torch (pip install 'sauronnet[deploy]').",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="trained or imported model folder (holding fold_F/)")
     parser.add_argument("-o", "--output", required=True, help="bundle to write, e.g. model.sauron")
     parser.add_argument("-f", "--folds", nargs="+", help="folds to include (default: every fold with the checkpoint)")
@@ -656,7 +667,7 @@ def inspect_main(argv: Sequence[str] | None = None) -> int:
                     "clustering-term distance), the clusters found at --threshold and their silhouette score. "
                     "Volumes larger than --max-voxels after preprocessing are inspected on the centred "
                     "patch-sized region (zero elsewhere).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="trained or imported model folder (holding fold_F/)")
     parser.add_argument("-i", "--input", nargs="+", required=True, metavar="IMAGE",
                         help="the case's image, one file per channel in the model's channel order")
@@ -724,7 +735,7 @@ def import_nnunet_main(argv: Sequence[str] | None = None) -> int:
                     "TASK FOLD --init-from MODEL_DIR` fine-tunes and prunes it. nnU-Net's checkpoint is read with "
                     "torch.load(weights_only=True): no pickled code runs. ResEnc, cascade and region-based models "
                     "are refused with the reason.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("-m", "--model", required=True, metavar="NNUNET_MODEL_FOLDER",
                         help="nnUNet_results/DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="SauronNet model folder to write")
@@ -760,7 +771,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
                     "Conventions: a class absent from both maps has Dice/IoU/HD95 NaN (left out of means, null in "
                     "JSON); absent from one map only: Dice 0 and HD95 infinite (null in JSON, counted in "
                     "'hd95_infinite').",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("-ref", "--reference", required=True, help="folder of reference label maps")
     parser.add_argument("-pred", "--prediction", required=True, help="folder of predicted label maps")
     parser.add_argument("-l", "--labels", type=int, nargs="+", help="labels to score (default: all nonzero "
@@ -797,7 +808,7 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         description="Prints, for each fold of a trained model, every prunable layer's width (and the plan's), its "
                     "parameters and forward FLOPs at the plan's patch size (one patch, inference, "
                     "torch.utils.flop_counter), and the totals against the unpruned network.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("model_dir", help="model folder TRAINER__PRESET__CONFIG, or one of its fold_F folders")
     parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final")
     args = parser.parse_args(argv)
@@ -852,7 +863,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
                     "Trainer on all training cases, prunes that model with the Sauron trainer (--init-from), "
                     "predicts the held-out test images with both, evaluates them against their reference labels "
                     "and reports Dice, pruning (parameters/FLOPs) and prediction time. " + ENV_HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="passed to sauron_train and sauron_predict (see their --help)")
     parser.add_argument("--no-progress", action="store_true")

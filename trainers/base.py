@@ -34,7 +34,7 @@ from sauronnet.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkp
 from sauronnet.data.augmentation import (augmentation_plan, enlarged_patch_size, training_transforms,
                                          validation_transforms)
 from sauronnet.data.loader import BatchStream, PatchSampler
-from sauronnet.data.splits import SPLITS_FILE, load_splits
+from sauronnet.data.splits import SPLITS_FILE, check_splits
 from sauronnet.evaluation import confusion, dice_from_counts, dice_per_class, nanmean
 from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, decide_postprocessing
 from sauronnet.inference.predictor import Predictor, finish_case
@@ -45,7 +45,7 @@ from sauronnet.networks.unet import UNet, build_network, default_widths
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
 from sauronnet.precision import autocast, memory_format, resolve_precision
-from sauronnet.preprocessing.preprocess import config_folder, load_case
+from sauronnet.preprocessing.preprocess import check_preprocessed, config_folder, load_case
 from sauronnet.serialization import from_jsonable, read_json, to_jsonable, write_json_atomic
 from trainers.progress import plot_progress
 
@@ -143,6 +143,9 @@ class Trainer:
         self.output_dir = output_folder(paths, plans, self.name, configuration, self.fold)
         self.data_folder = config_folder(paths.preprocessed / plans.dataset_name, plans.preset, configuration)
         self.train_ids, self.val_ids = self._split()
+        check_preprocessed(self.data_folder, sorted(set(self.train_ids) | set(self.val_ids)),
+                           f"sauron_plan_and_preprocess -d {plans.dataset_name} --preset {plans.preset} -c "
+                           f"{configuration}")
         self.labels = sorted(v for v in plans.labels.values() if v != 0)
         self.precision = resolve_training_precision(config.precision, self.device)
         self.memory_format = memory_format(self.device, self.precision, self.cfg.network.dim)
@@ -167,7 +170,7 @@ class Trainer:
         if not splits_path.is_file():
             raise FileNotFoundError(f"{splits_path}: no cross-validation splits (fewer than 5 cases?); train fold "
                                     "'all' or provide splits_final.json")
-        splits = load_splits(splits_path)
+        splits = check_splits(splits_path, all_ids)
         k = int(self.fold)
         if not 0 <= k < len(splits):
             raise ValueError(f"fold {k} does not exist: {splits_path} has {len(splits)} folds")

@@ -106,10 +106,14 @@ def test_postprocessing_keeps_one_component_per_chosen_label():
     data = np.random.RandomState(3).normal(100, 20, (1, 10, 14, 12)).astype(np.float32)
     geo = Geometry((1.0, 1.0, 1.0), (0.0,) * 3, (1, 0, 0, 0, 1, 0, 0, 0, 1), (10, 14, 12))
     p = _predictor([0])
+    raw = p.predict(data, geo).labels
+    components = {c: ndimage.label(raw == c, np.ones((3, 3, 3)))[1] for c in (1, 2)}
+    assert max(components.values()) > 1  # the untrained network scatters its labels: something to remove
     p.keep_largest_component = (1, 2)
     labels = p.predict(data, geo).labels
     for c in (1, 2):
-        assert ndimage.label(labels == c, np.ones((3, 3, 3)))[1] <= 1
+        assert ndimage.label(labels == c, np.ones((3, 3, 3)))[1] == min(components[c], 1)
+        assert set(np.unique(labels[labels != raw])) <= {0}  # only removed, never relabelled
 
 
 def test_bf16_runs_the_network_in_bfloat16_and_accumulates_in_float32():

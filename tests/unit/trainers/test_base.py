@@ -84,7 +84,14 @@ def test_outputs(results_paths):
         pred = sitk.ReadImage(str(t.output_dir / "validation" / f"{case_id}.nii.gz"))
         raw = sitk.ReadImage(str(results_paths.raw / "Dataset001_Demo" / "labelsTr" / f"{case_id}.nii.gz"))
         assert pred.GetSize() == raw.GetSize() and np.allclose(pred.GetOrigin(), raw.GetOrigin())
-    assert 0 <= summary["foreground_mean_dice"] <= 1 or np.isnan(summary["foreground_mean_dice"])
+    from sauronnet.evaluation import dice_per_class, nanmean
+    from sauronnet.io import read_seg
+    for case in summary["cases"]:  # each case's Dice is the exported prediction's against its raw label map
+        pred, _ = read_seg(t.output_dir / "validation" / f"{case['case']}.nii.gz")
+        ref, _ = read_seg(results_paths.raw / "Dataset001_Demo" / "labelsTr" / f"{case['case']}.nii.gz")
+        for c, d in dice_per_class(pred, ref, [1, 2]).items():
+            assert case["dice"][str(c)] == pytest.approx(d, nan_ok=True)
+    assert summary["foreground_mean_dice"] == pytest.approx(nanmean(summary["mean_dice"].values()), nan_ok=True)
 
 
 def test_2d_configuration_trains_and_validates(results_paths):
