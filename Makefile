@@ -11,7 +11,7 @@ BENCH_VENV ?= .bench-venv
 BENCH_BIN := $(BENCH_VENV)/bin
 BENCH_STAMP := $(BENCH_VENV)/.nnunet-installed
 
-.PHONY: demo test install clean-demo bench bench-quick bench-test bench-venv
+.PHONY: demo test reliability install clean-demo bench bench-quick bench-test bench-venv
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): setup.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# the fault harness in full: kill -9 at 20 random moments of each of plan+preprocess, train, predict, import
+# (make test kills each once); ~15 minutes on 2 cores
+reliability: $(STAMP)
+	SAURON_KILLS=20 $(BIN)/python -m pytest -q -s tests/reliability
 
 demo: $(STAMP)
 	$(BIN)/sauron_demo

@@ -51,3 +51,28 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def exclusive_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Holds an exclusive lock on ``folder`` (created if needed; no file is written) while the block runs; if
+    another process holds it, raises ValueError at once saying someone is already doing ``what`` there. The lock
+    dies with its process (``kill -9`` too), so a crash never leaves a folder locked. Without ``fcntl``
+    (Windows) no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{folder}: another process is already {what} here; wait for it to finish (two runs "
+                             "writing one folder would mix their files)") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -443,6 +443,17 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         trainer = cls(plans, args.configuration, args.fold, paths, config, device)
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
+    from sauronnet.atomic import exclusive_lock
+    try:
+        with exclusive_lock(trainer.output_dir, "training this fold"):
+            return _train_unlocked(args, trainer, cls, name, preset, device, init)
+    except ValueError as e:
+        return _report([str(e)])
+
+
+def _train_unlocked(args: argparse.Namespace, trainer, cls, name: str, preset: str, device: str, init) -> int:
+    from sauronnet.checkpoint import load_checkpoint
+
     earlier = sorted(p.name for p in trainer.output_dir.glob("checkpoint_*.pth"))
     latest = trainer.output_dir / "checkpoint_latest.pth"
     if args.resume and latest.is_file():
@@ -454,8 +465,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if not args.overwrite:
             return _report([f"{trainer.output_dir} already holds a model ({', '.join(earlier)}); pass --continue to "
                             "resume it, or --overwrite to delete it and train again from scratch"])
-        logger.warning("--overwrite: deleting %s", trainer.output_dir)
-        shutil.rmtree(trainer.output_dir)
+        logger.warning("--overwrite: deleting the contents of %s", trainer.output_dir)
+        for entry in trainer.output_dir.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     handler = _add_log_file(trainer.output_dir / "training.log")
     try:
         logger.info("training %s fold %s: %s (%s, %s) on %s in %s, %d training / %d validation cases", name,
