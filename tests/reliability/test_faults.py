@@ -162,3 +162,16 @@ def test_two_trainings_of_one_fold_cannot_mix(references, tmp_path):
     assert proc.returncode == 1 and "already training this fold" in err
     assert list(fold.iterdir()) == []
 
+
+
+def test_two_predictions_into_one_folder_both_finish_correctly(references, tmp_path):
+    """Each case is written through its own temporary file and renamed: two runs into one folder both finish,
+    and every output is whole and equal to the uninterrupted run's."""
+    root, refs = references
+    world = _world(tmp_path / "w", "predict", root)
+    fn, argv, outputs, _ = STAGES["predict"]
+    procs = [_run(world, fn, argv(world), wait=False) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    assert _digest(outputs(world), "predict") == refs["predict"][1]
