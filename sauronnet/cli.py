@@ -129,7 +129,7 @@ def plan_and_preprocess_main(argv: Sequence[str] | None = None) -> int:
     paths = paths_from_env()
     for task in args.dataset:
         try:
-            status = _plan_and_preprocess(paths, task, args, PLANNERS[args.preset]())
+            status = _plan_and_preprocess(paths, task, args)
         except DatasetError as e:
             return _report(e.problems)
         except (FileNotFoundError, ValueError) as e:
@@ -139,75 +139,20 @@ def plan_and_preprocess_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _plan_and_preprocess(paths: Paths, task: str, args: argparse.Namespace, planner) -> int:
-    from sauronnet.dataset import load_raw_dataset, verify_dataset
-    from sauronnet.fingerprint import extract_fingerprint
-    from sauronnet.data.splits import check_splits, ensure_splits, splits_source
-    from sauronnet.preprocessing.preprocess import config_folder, preprocess_dataset
-    from sauronnet.serialization import write_json_atomic
+def _plan_and_preprocess(paths: Paths, task: str, args: argparse.Namespace) -> int:
+    from sauronnet.pipeline import plan_and_preprocess
 
-    t0 = time.perf_counter()
-    name = paths.dataset_name(task)
-    raw = paths.raw / name
-    dataset = load_raw_dataset(raw)
-    progress = not args.no_progress
-    if args.verify:
-        problems = verify_dataset(dataset, args.num_processes, progress)
-        if problems:
-            return _report(problems)
-        logger.info("%s: %d training and %d test cases verified", name, len(dataset.training), len(dataset.test))
-    given = _plans_for(dataset, name, args.plans) if args.plans else None
-    fingerprint = extract_fingerprint(dataset, args.num_processes, progress)
-    plans = given or planner.plan(dataset, fingerprint)
-    wanted = list(plans.configurations) if "all" in args.configurations else list(args.configurations)
-    for c in wanted:
-        plans.configuration(c)
-
-    out = paths.preprocessed / name
-    if (splits := splits_source(out, raw)) is not None:
-        check_splits(splits, [c.case_id for c in dataset.training])  # before anything is written
-    write_json_atomic(out / "dataset_fingerprint.json", fingerprint)
-    shutil.copyfile(raw / "dataset.json", out / "dataset.json")
-    plans_path = out / plans.preset / "plans.json"
-    plans.save(plans_path)
-    ensure_splits(out, raw, [c.case_id for c in dataset.training])
-    for cname, cfg in plans.configurations.items():
-        print(f"{name} [{plans.preset}] {cname}: spacing {_fmt(cfg.spacing)}, patch {list(cfg.patch_size)}, "
-              f"batch {cfg.batch_size}, {cfg.network.n_stages} stages, widths {list(cfg.network.features_per_stage)}, "
-              f"~{cfg.estimated_forward_gflops:.1f} GFLOP per training forward")
-    print(f"plans: {plans_path}")
-    if not args.plan_only:
-        for c in wanted:
-            folder = config_folder(out, plans.preset, c)
-            ids = preprocess_dataset(dataset, plans, c, folder, args.num_processes, progress)
-            print(f"preprocessed {len(ids)} cases ({c}) into {folder}")
-    print(f"{name}: done in {time.perf_counter() - t0:.1f} s")
+    result = plan_and_preprocess(paths, task, args.preset, args.configurations, args.num_processes, args.verify,
+                                 args.plans, args.plan_only, not args.no_progress)
+    for cname, cfg in result.plans.configurations.items():
+        print(f"{result.dataset} [{result.plans.preset}] {cname}: spacing {_fmt(cfg.spacing)}, patch "
+              f"{list(cfg.patch_size)}, batch {cfg.batch_size}, {cfg.network.n_stages} stages, widths "
+              f"{list(cfg.network.features_per_stage)}, ~{cfg.estimated_forward_gflops:.1f} GFLOP per training forward")
+    print(f"plans: {result.plans_path}")
+    for c, (folder, n) in result.preprocessed.items():
+        print(f"preprocessed {n} cases ({c}) into {folder}")
+    print(f"{result.dataset}: done in {result.seconds:.1f} s")
     return 0
-
-
-def model_plans_file(path: str | Path) -> Path:
-    """The plans.json of a model folder (``MODEL_DIR/plans.json`` or ``MODEL_DIR/fold_F/plans.json``) or a file."""
-    path = Path(path)
-    candidates = [path] if path.is_file() else [path / "plans.json", *sorted(path.glob("fold_*/plans.json"))]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is None:
-        raise FileNotFoundError(f"{path}: no plans.json (give a model folder, one of its fold_F folders, or a "
-                                "plans.json file)")
-    return found
-
-
-def _plans_for(dataset, name: str, source: str):
-    """A model's plans, checked against the dataset they will preprocess and renamed after it."""
-    from dataclasses import replace
-    from sauronnet.plans import Plans
-
-    path = model_plans_file(source)
-    plans = Plans.load(path)
-    if len(plans.channel_names) != len(dataset.channel_names) or plans.labels != dataset.labels:
-        raise ValueError(f"{path}: the model expects channels {list(plans.channel_names)} and labels {plans.labels},"
-                         f" but {dataset.folder / 'dataset.json'} declares {list(dataset.channel_names)} and "
-                         f"{dataset.labels}; use a model trained for this kind of data")
-    return replace(plans, dataset_name=name)
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -245,23 +190,6 @@ def demo_data_main(argv: Sequence[str] | None = None) -> int:
 
 
 # ---- sauron_train ------------------------------------------------------------------------------------------------
-def _pick_preset(paths: Paths, dataset: str, preset: str | None) -> str:
-    folder = paths.preprocessed / dataset
-    found = sorted(p.parent.name for p in folder.glob("*/plans.json"))
-    if preset:
-        if preset not in found:
-            raise FileNotFoundError(f"{folder / preset / 'plans.json'} not found; run sauron_plan_and_preprocess -d "
-                                    f"{dataset} --preset {preset} (planned presets: {found or 'none'})")
-        return preset
-    if not found:
-        raise FileNotFoundError(f"{folder}: no plans; run sauron_plan_and_preprocess -d {dataset} first")
-    if len(found) > 1:
-        choice = "nnunet" if "nnunet" in found else found[0]
-        logger.info("several presets planned (%s); using %s (choose with -p)", ", ".join(found), choice)
-        return choice
-    return found[0]
-
-
 def _resolve_device(device: str) -> str:
     import torch
     if device == "auto":
@@ -287,28 +215,6 @@ def _add_log_file(path: Path) -> logging.Handler:
     return handler
 
 
-def _init_checkpoint(path: Path, fold: str) -> Path:
-    """The checkpoint ``--init-from`` names: a file, ``DIR/fold_FOLD``'s, ``DIR``'s only fold's, or ``DIR``'s own."""
-    if path.is_file():
-        return path
-    name = "checkpoint_final.pth"
-    folds = sorted(path.glob(f"fold_*/{name}"))
-    for candidate in (path / f"fold_{fold}" / name, path / name):
-        if candidate.is_file():
-            return candidate
-    if len(folds) == 1:
-        return folds[0]
-    if not folds:
-        raise FileNotFoundError(f"--init-from {path}: no {name} (give a model folder made by sauron_train or "
-                                "sauron_import_nnunet, or a checkpoint file)")
-    raise ValueError(f"--init-from {path}: no fold_{fold}, and several folds to choose from "
-                     f"({[f.parent.name for f in folds]}); name the checkpoint file")
-
-
-#: --init-from starts from a trained model, so training ends once pruning has: every threshold at tau-max and no
-#: channel removed for this many epochs (a new random reference each epoch still finds redundant channels at
-#: tau-max for a while; 10 epochs without any is where the curves in benchmarks/sauron_compression.py flatten).
-INIT_FROM_STOP_AFTER = 10
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -406,41 +312,26 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     if args.lr is not None and args.lr <= 0:
         parser.error("--lr must be positive")
     paths = paths_from_env()
+    flags = {k: getattr(args, k) for k in ("lam", "tau_max", "kappa", "rho", "mu", "prune_batches", "score_maps",
+                                           "val_test", "stop_after", "dice_guard", "protect_last_block", "match",
+                                           "keep_flops", "prune_epoch", "centripetal")}
+    cls = TRAINERS[args.trainer]
+    if unknown := [k for k, v in flags.items() if v is not None and k not in cls.config_class.__dataclass_fields__]:
+        owners = {k: sorted(n for n, c in TRAINERS.items() if k in c.config_class.__dataclass_fields__)
+                  for k in unknown}
+        parser.error("; ".join(f"--{k.replace('_', '-')} applies to {', '.join(v)}, not {cls.name}"
+                               for k, v in owners.items()))
     try:
-        from sauronnet.checkpoint import load_checkpoint
-        from sauronnet.plans import Plans
-        from trainers.base import with_overrides
+        from sauronnet.pipeline import build_trainer
 
-        name = paths.dataset_name(args.task)
-        init = _init_checkpoint(Path(args.init_from), args.fold) if args.init_from else None
-        if init is not None and args.preset is None:
-            args.preset = Plans.load(model_plans_file(init.parent)).preset
-            if not (paths.preprocessed / name / args.preset / "plans.json").is_file():
-                raise FileNotFoundError(f"{paths.preprocessed / name / args.preset}: {name} is not preprocessed with "
-                                        f"the plans of {init.parent}; run sauron_plan_and_preprocess -d {name} "
-                                        f"--plans {init.parent}")
-        preset = _pick_preset(paths, name, args.preset)
-        plans = Plans.load(paths.preprocessed / name / preset / "plans.json")
         device = _resolve_device(args.device)
         _set_threads(device, args.threads)
-        cls = TRAINERS[args.trainer]
-        sauron_flags = {k: getattr(args, k) for k in ("lam", "tau_max", "kappa", "rho", "mu", "prune_batches",
-                                                       "score_maps", "val_test", "stop_after", "dice_guard",
-                                                       "protect_last_block", "match", "keep_flops", "prune_epoch",
-                                                       "centripetal")}
-        given = sorted(k for k, v in sauron_flags.items() if v is not None)
-        if init is not None and "stop_after" in cls.config_class.__dataclass_fields__ and args.stop_after is None:
-            sauron_flags["stop_after"] = INIT_FROM_STOP_AFTER
-        known = set(cls.config_class.__dataclass_fields__)
-        if unknown := [k for k in given if k not in known]:
-            owners = {k: sorted(n for n, c in TRAINERS.items() if k in c.config_class.__dataclass_fields__)
-                      for k in unknown}
-            parser.error("; ".join(f"--{k.replace('_', '-')} applies to {', '.join(v)}, not {cls.name}"
-                                   for k, v in owners.items()))
-        config = with_overrides(cls.config_class(), epochs=args.epochs, iterations_per_epoch=args.iters,
-                                val_iterations=args.val_iters, seed=args.seed, num_workers=args.workers,
-                                initial_lr=args.lr, precision=args.precision, **sauron_flags)
-        trainer = cls(plans, args.configuration, args.fold, paths, config, device)
+        setup = build_trainer(paths, args.task, args.fold, args.trainer, args.preset, args.configuration,
+                              dict(flags, epochs=args.epochs, iterations_per_epoch=args.iters,
+                                   val_iterations=args.val_iters, seed=args.seed, num_workers=args.workers,
+                                   initial_lr=args.lr, precision=args.precision),
+                              args.init_from, device)
+        trainer, name, preset, init = setup.trainer, setup.dataset, setup.preset, setup.init_from
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
     from sauronnet.atomic import exclusive_lock
@@ -903,6 +794,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         if fn(step_argv) != 0:
             print(f"sauron_demo: step '{name}' failed", file=sys.stderr)
             return 1
+    from sauronnet.pipeline import INIT_FROM_STOP_AFTER
     from sauronnet.serialization import read_json
     n_test = len(list((dataset / "imagesTs").iterdir()))
     summary, per_case = {}, {}

@@ -76,23 +76,12 @@ def small_demo_paths(tmp_path_factory, small_demo_raw):
 
     Results go to a fresh folder per test via :func:`results_paths`.
     """
-    from planners import CpuPlanner
-    from sauronnet.dataset import load_raw_dataset
-    from sauronnet.data.splits import ensure_splits
-    from sauronnet.fingerprint import extract_fingerprint
     from sauronnet.paths import Paths
-    from sauronnet.preprocessing.preprocess import config_folder, preprocess_dataset
+    from sauronnet.pipeline import plan_and_preprocess
 
     root = tmp_path_factory.mktemp("prep")
     paths = Paths(small_demo_raw.parent, root / "preprocessed", root / "results")
-    ds = load_raw_dataset(small_demo_raw)
-    plans = CpuPlanner().plan(ds, extract_fingerprint(ds, progress=False))
-    out = paths.preprocessed / ds.name
-    plans.save(out / "cpu" / "plans.json")
-    (out / "dataset.json").write_text((small_demo_raw / "dataset.json").read_text())
-    ensure_splits(out, small_demo_raw, [c.case_id for c in ds.training])
-    for c in ("3d_fullres", "2d"):
-        preprocess_dataset(ds, plans, c, config_folder(out, "cpu", c), progress=False)
+    plan_and_preprocess(paths, small_demo_raw.name, "cpu", ("3d_fullres", "2d"), progress=False)
     return paths
 
 

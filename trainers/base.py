@@ -45,9 +45,9 @@ from sauronnet.networks.unet import UNet, build_network, default_widths
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
 from sauronnet.precision import autocast, memory_format, resolve_precision
+from sauronnet.progress_plot import plot_progress
 from sauronnet.preprocessing.preprocess import check_preprocessed, config_folder, load_case
 from sauronnet.serialization import from_jsonable, read_json, to_jsonable, write_json_atomic
-from trainers.progress import plot_progress
 
 logger = logging.getLogger(__name__)
 

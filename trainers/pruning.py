@@ -35,6 +35,7 @@ from sauronnet.networks.complexity import measure, unpruned_like
 from sauronnet.networks.unet import default_widths
 from sauronnet.pruning.criteria import keep_highest
 from sauronnet.pruning.prune import prune_layer
+from sauronnet.progress_plot import widths_panel
 from sauronnet.pruning.targets import forward_flops, match_flops
 from sauronnet.serialization import to_jsonable, write_json_atomic
 from trainers.base import Trainer, TrainerConfig
@@ -211,7 +212,7 @@ class PruningTrainer(Trainer):
             for h in self.history))
 
     def progress_panels(self) -> list:
-        return [plot_widths]
+        return [widths_panel]
 
 
 def pruning_log(model: str | Path, fold: str) -> list[dict]:
@@ -220,17 +221,3 @@ def pruning_log(model: str | Path, fold: str) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no pruning log; --match needs a model trained by a pruning trainer")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def plot_widths(ax, history) -> None:
-    """The widths panel: every layer's channels per epoch, and their total."""
-    names = list(history[-1].get("pruning", {}))
-    epochs = [h["epoch"] for h in history]
-    for name in names:
-        ax.plot(epochs, [h.get("pruning", {}).get(name, {}).get("width") for h in history], lw=1)
-    total = [sum(r["width"] for r in h.get("pruning", {}).values()) for h in history]
-    ax2 = ax.twinx()
-    ax2.plot(epochs, total, color="k", lw=2, label="all layers")
-    ax2.set_ylabel("total channels")
-    ax2.legend(loc="upper right")
-    ax.set_ylabel("channels per layer")

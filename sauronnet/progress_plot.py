@@ -1,4 +1,5 @@
-"""``progress.png``: losses and pseudo-Dice, learning rate, epoch time, plus trainer-specific panels."""
+"""``progress.png``: losses and pseudo-Dice, learning rate, epoch time, plus trainer-specific panels (the pruning
+trainers' widths panel lives here too)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,3 +46,18 @@ def plot_progress(history: Sequence[dict], path: Path, extra_panels: Sequence[Ca
             fig.savefig(tmp)
     finally:
         plt.close(fig)
+
+
+def widths_panel(ax, history: Sequence[dict]) -> None:
+    """The pruning trainers' panel: every layer's channels per epoch (from ``history[i]["pruning"]``), and their
+    total."""
+    names = list(history[-1].get("pruning", {}))
+    epochs = [h["epoch"] for h in history]
+    for name in names:
+        ax.plot(epochs, [h.get("pruning", {}).get(name, {}).get("width") for h in history], lw=1)
+    total = [sum(r["width"] for r in h.get("pruning", {}).values()) for h in history]
+    ax2 = ax.twinx()
+    ax2.plot(epochs, total, color="k", lw=2, label="all layers")
+    ax2.set_ylabel("total channels")
+    ax2.legend(loc="upper right")
+    ax.set_ylabel("channels per layer")
