@@ -18,9 +18,18 @@ import torch
 from sauronnet.atomic import atomic_path
 from sauronnet.networks.unet import UNet, build_network
 from sauronnet.plans import Plans
-from sauronnet.serialization import from_jsonable
+from sauronnet.serialization import from_jsonable, to_jsonable
 
 CHECKPOINT_FORMAT = 1
+
+
+def make_checkpoint(trainer: str, plans: Plans, configuration: str, fold: str, widths: dict[str, int],
+                    state_dict: dict, **entries) -> dict:
+    """The one place a checkpoint dictionary is assembled: the entries every checkpoint holds (enough to rebuild
+    the network) plus the writer's own ``entries`` (see the module docstring for both kinds)."""
+    return {"format": CHECKPOINT_FORMAT, "trainer": trainer, "plans": to_jsonable(plans),
+            "configuration": configuration, "fold": fold, "widths": dict(widths), "state_dict": state_dict,
+            **entries}
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from sauronnet.atomic import atomic_path, write_text_atomic
-from sauronnet.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from sauronnet.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from sauronnet.data.augmentation import (augmentation_plan, enlarged_patch_size, training_transforms,
                                          validation_transforms)
 from sauronnet.data.loader import BatchStream, PatchSampler
@@ -301,15 +301,13 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------------------------------
     def checkpoint(self) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT, "trainer": self.name, "plans": to_jsonable(self.plans),
-            "configuration": self.configuration, "fold": self.fold, "widths": self.network.widths(),
-            "state_dict": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "trainer_config": asdict(self.config), "epoch": self.epoch, "ema_dice": self.ema_dice,
-            "best_ema": self.best_ema if math.isfinite(self.best_ema) else None, "history": self.history,
-            "rng": _rng_state(), "extras": self.checkpoint_extras(),
-        }
+        return make_checkpoint(
+            self.name, self.plans, self.configuration, self.fold, self.network.widths(), self.network.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            grad_scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            trainer_config=asdict(self.config), epoch=self.epoch, ema_dice=self.ema_dice,
+            best_ema=self.best_ema if math.isfinite(self.best_ema) else None, history=self.history,
+            rng=_rng_state(), extras=self.checkpoint_extras())
 
     def save(self, name: str) -> Path:
         path = self.output_dir / f"checkpoint_{name}.pth"

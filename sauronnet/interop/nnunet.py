@@ -33,13 +33,13 @@ import numpy as np
 import torch
 
 from sauronnet.atomic import atomic_dir
-from sauronnet.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from sauronnet.checkpoint import make_checkpoint, save_checkpoint
 from sauronnet.dataset import DatasetError, parse_channel_names, parse_labels
 from sauronnet.fingerprint import IntensityStats
 from sauronnet.networks.estimates import forward_flops
 from sauronnet.networks.unet import build_network
 from sauronnet.plans import ConfigurationPlan, NetworkPlan, Plans
-from sauronnet.serialization import read_json, to_jsonable, write_json_atomic
+from sauronnet.serialization import read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -351,16 +351,14 @@ def import_nnunet_model(model_folder: str | Path, out_dir: str | Path, folds: Se
         arch = resolve_configuration(nn_plans, configuration, "plans.json")["architecture"]["arch_kwargs"]
         state = convert_state_dict(ckpt["network_weights"], net.state_dict(), bool(arch.get("conv_bias", False)))
         mirror = ckpt.get("inference_allowed_mirroring_axes")
-        converted[fold] = {
-            "format": CHECKPOINT_FORMAT, "trainer": f"nnU-Net:{trainer_name}", "plans": to_jsonable(plans),
-            "configuration": configuration, "fold": fold, "widths": net.widths(), "state_dict": state,
-            "epoch": int(ckpt.get("current_epoch", 0)),
+        converted[fold] = make_checkpoint(
+            f"nnU-Net:{trainer_name}", plans, configuration, fold, net.widths(), state,
+            epoch=int(ckpt.get("current_epoch", 0)),
             # nnU-Net mirrors only along these at inference; None (or absent) means no mirroring
-            "mirror_axes": [] if mirror is None else [int(a) for a in mirror],
+            mirror_axes=[] if mirror is None else [int(a) for a in mirror],
             # nnU-Net averages folds as logits and resamples logits before the softmax; the predictor follows it
-            "score_space": "logits",
-            "source": {"nnunet_checkpoint": str(path.resolve()), "trainer_name": trainer_name},
-        }
+            score_space="logits",
+            source={"nnunet_checkpoint": str(path.resolve()), "trainer_name": trainer_name})
 
     with atomic_dir(out) as staging:
         for fold, payload in converted.items():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sauronnet import cli
-from tests.reliability.test_bad_inputs import NNUNET_MODEL, Env, env  # noqa: F401  (the fixture)
+from tests.reliability.conftest import NNUNET_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("sauronnet", "planners", "trainers")
@@ -50,7 +50,7 @@ def _trapped(marker: Path, path: Path, like: Path | None = None) -> None:
     torch.save(payload, path)
 
 
-def test_a_trapped_checkpoint_runs_nothing_in_any_loader(env, capsys, monkeypatch):  # noqa: F811
+def test_a_trapped_checkpoint_runs_nothing_in_any_loader(env, capsys):
     marker = env.root / "pwned"
     fold = env.fold()
     own = fold / "checkpoint_final.pth"

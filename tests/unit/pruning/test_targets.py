@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from sauronnet.networks.complexity import measure
 from sauronnet.networks.unet import build_network, default_widths
