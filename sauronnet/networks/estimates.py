@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from sauronnet.networks.topology import IMAGE, layers, prunable
 from sauronnet.plans import NetworkPlan
 
 
@@ -24,23 +25,21 @@ def _stage_sizes(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) ->
     return sizes
 
 
+def _sizes_of(net: NetworkPlan, patch_size: Sequence[int]) -> list[int]:
+    return [int(np.prod(size, dtype=np.int64)) for size in _stage_sizes(patch_size, net.strides)]
+
+
+def _counted(layer, n_dec: int, deep_supervision: bool) -> bool:
+    """Heads count only where the network computes them (every decoder stage with deep supervision)."""
+    return layer.kind != "head" or deep_supervision or int(layer.name[4:]) == n_dec - 1
+
+
 def feature_map_elements(net: NetworkPlan, patch_size: Sequence[int], num_classes: int,
                          deep_supervision: bool = False) -> int:
     """Sum of the sizes of all conv/transposed-conv/head outputs for one sample (nnU-Net's VRAM proxy)."""
-    f = net.features_per_stage
-    sizes = _stage_sizes(patch_size, net.strides)
-    total = 0
-    for s, size in enumerate(sizes):
-        total += net.n_conv_per_stage_encoder[s] * f[s] * int(np.prod(size, dtype=np.int64))
-    n_dec = net.n_stages - 1
-    for d in range(n_dec):
-        target = n_dec - 1 - d  # decoder stage d produces encoder stage `target`'s resolution and width
-        vox = int(np.prod(sizes[target], dtype=np.int64))
-        total += net.n_conv_per_stage_decoder[d] * f[target] * vox  # conv blocks
-        total += f[target] * vox  # transposed conv
-        if deep_supervision or d == n_dec - 1:
-            total += num_classes * vox
-    return int(total)
+    vox = _sizes_of(net, patch_size)
+    return int(sum((layer.planned or num_classes) * vox[layer.stage] for layer in layers(net)
+                   if _counted(layer, net.n_stages - 1, deep_supervision)))
 
 
 def forward_flops(net: NetworkPlan, patch_size: Sequence[int], in_channels: int, num_classes: int,
@@ -49,40 +48,21 @@ def forward_flops(net: NetworkPlan, patch_size: Sequence[int], in_channels: int,
     """Forward FLOPs of the PlainConvUNet for one batch.
 
     Args:
-        widths: optional per-conv output widths overriding the plan (a pruned network), in the order
-            encoder convs stage by stage, then for each decoder stage: transposed conv, its convs.
-            None means the plan's widths.
+        widths: optional per-layer output widths overriding the plan (a pruned network), in the order of
+            :func:`sauronnet.networks.topology.prunable` (encoder convs stage by stage, then for each decoder
+            stage: transposed conv, its convs). None means the plan's widths.
     """
-    f = net.features_per_stage
-    sizes = _stage_sizes(patch_size, net.strides)
-    it = iter(widths) if widths is not None else None
-
-    def width(default: int) -> int:
-        return next(it) if it is not None else default
-
-    flops, c_in = 0, in_channels
-    enc_out = []
-    for s in range(net.n_stages):
-        vox = int(np.prod(sizes[s], dtype=np.int64))
-        k = int(np.prod(net.kernel_sizes[s]))
-        for _ in range(net.n_conv_per_stage_encoder[s]):
-            c_out = width(f[s])
-            flops += 2 * c_in * c_out * k * vox
-            c_in = c_out
-        enc_out.append(c_in)
-    n_dec = net.n_stages - 1
-    for d in range(n_dec):
-        target = n_dec - 1 - d
-        low_vox = int(np.prod(sizes[target + 1], dtype=np.int64))
-        vox = int(np.prod(sizes[target], dtype=np.int64))
-        up = width(f[target])
-        flops += 2 * c_in * up * int(np.prod(net.strides[target + 1])) * low_vox
-        c_in = up + enc_out[target]
-        k = int(np.prod(net.kernel_sizes[target]))
-        for _ in range(net.n_conv_per_stage_decoder[d]):
-            c_out = width(f[target])
-            flops += 2 * c_in * c_out * k * vox
-            c_in = c_out
-        if deep_supervision or d == n_dec - 1:
-            flops += 2 * c_in * num_classes * vox
+    vox = _sizes_of(net, patch_size)
+    planned = prunable(net)
+    given = list(widths) if widths is not None else [layer.planned for layer in planned]
+    width = {layer.name: w for layer, w in zip(planned, given)}
+    flops = 0
+    for layer in layers(net):
+        if not _counted(layer, net.n_stages - 1, deep_supervision):
+            continue
+        c_in = sum(in_channels if src == IMAGE else width[src] for src in layer.inputs)
+        c_out = num_classes if layer.kind == "head" else width[layer.name]
+        # a transposed conv's kernel (= stride) slides over its low-resolution input
+        positions = vox[layer.stage + 1] if layer.kind == "up" else vox[layer.stage]
+        flops += 2 * c_in * c_out * int(np.prod(layer.kernel)) * positions
     return int(flops) * batch_size

@@ -1,6 +1,7 @@
 """nnU-Net's PlainConvUNet, built from a :class:`NetworkPlan` plus an optional per-layer width map.
 
-Layers carry stable names so a pruned network can be rebuilt from its widths:
+Layers carry stable names so a pruned network can be rebuilt from its widths (``sauronnet.networks.topology``,
+the one description of the structure):
 
 - ``enc{s}.{i}``: conv block ``i`` of encoder stage ``s`` (conv → InstanceNorm → LeakyReLU);
 - ``up{d}``: the transposed conv of decoder stage ``d`` (``d = 0`` is the deepest);
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from sauronnet.networks.cpu_kernels import conv, instance_norm
+from sauronnet.networks.topology import IMAGE, consumers, layers, prunable
 from sauronnet.plans import NetworkPlan
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -60,17 +62,7 @@ class PrunableGroup:
 
 def default_widths(plan: NetworkPlan) -> dict[str, int]:
     """The unpruned width of every prunable layer, in forward order."""
-    widths: dict[str, int] = {}
-    f = plan.features_per_stage
-    for s in range(plan.n_stages):
-        for i in range(plan.n_conv_per_stage_encoder[s]):
-            widths[f"enc{s}.{i}"] = f[s]
-    for d in range(plan.n_stages - 1):
-        target = plan.n_stages - 2 - d
-        widths[f"up{d}"] = f[target]
-        for i in range(plan.n_conv_per_stage_decoder[d]):
-            widths[f"dec{d}.{i}"] = f[target]
-    return widths
+    return {layer.name: layer.planned for layer in prunable(plan)}
 
 
 class UNet(nn.Module):
@@ -97,28 +89,21 @@ class UNet(nn.Module):
         unknown = sorted(set(w) - set(default_widths(plan)))
         if unknown:
             raise ValueError(f"width map names layers this network does not have: {unknown}")
-        dim, n = plan.dim, plan.n_stages
-        self.encoder = nn.ModuleList()
-        c = in_channels
-        for s in range(n):
-            blocks = []
-            for i in range(plan.n_conv_per_stage_encoder[s]):
-                stride = plan.strides[s] if i == 0 else (1,) * dim
-                blocks.append(ConvBlock(dim, c, w[f"enc{s}.{i}"], plan.kernel_sizes[s], stride))
-                c = w[f"enc{s}.{i}"]
-            self.encoder.append(nn.Sequential(*blocks))
-        self.ups, self.decoder, self.heads = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        for d in range(n - 1):
-            target = n - 2 - d
-            stride = plan.strides[target + 1]
-            self.ups.append(_CONVT[dim](c, w[f"up{d}"], stride, stride, bias=True))
-            c = w[f"up{d}"] + w[f"enc{target}.{plan.n_conv_per_stage_encoder[target] - 1}"]
-            blocks = []
-            for i in range(plan.n_conv_per_stage_decoder[d]):
-                blocks.append(ConvBlock(dim, c, w[f"dec{d}.{i}"], plan.kernel_sizes[target], (1,) * dim))
-                c = w[f"dec{d}.{i}"]
-            self.decoder.append(nn.Sequential(*blocks))
-            self.heads.append(_CONV[dim](c, num_classes, 1, 1, bias=True))
+        dim = plan.dim
+        self.encoder, self.ups, self.decoder, self.heads = (nn.ModuleList() for _ in range(4))
+        blocks: dict[str, list[list[nn.Module]]] = {"enc": [[] for _ in range(plan.n_stages)],
+                                                    "dec": [[] for _ in range(plan.n_stages - 1)]}
+        for layer in layers(plan):  # built in forward order, as nnU-Net does (the same initial weights)
+            c_in = sum(in_channels if src == IMAGE else w[src] for src in layer.inputs)
+            if layer.kind == "conv":
+                stage = int(layer.name[3:].split(".")[0])
+                blocks[layer.name[:3]][stage].append(ConvBlock(dim, c_in, w[layer.name], layer.kernel, layer.stride))
+            elif layer.kind == "up":
+                self.ups.append(_CONVT[dim](c_in, w[layer.name], layer.stride, layer.stride, bias=True))
+            else:
+                self.heads.append(_CONV[dim](c_in, num_classes, 1, 1, bias=True))
+        self.encoder.extend(nn.Sequential(*b) for b in blocks["enc"])
+        self.decoder.extend(nn.Sequential(*b) for b in blocks["dec"])
         self.apply(_he_init)
 
     # ---- structure -------------------------------------------------------------------------------------------
@@ -143,30 +128,9 @@ class UNet(nn.Module):
 
     def prunable_groups(self) -> list[PrunableGroup]:
         """Every prunable layer with its consumers and their channel offsets, from the *current* widths."""
-        w, plan, n = self.widths(), self.plan, self.plan.n_stages
-        groups = []
-        for s in range(n):
-            for i in range(plan.n_conv_per_stage_encoder[s]):
-                name = f"enc{s}.{i}"
-                if i + 1 < plan.n_conv_per_stage_encoder[s]:
-                    cons = [Consumer(f"enc{s}.{i + 1}", 0)]
-                elif s + 1 < n:
-                    d = n - 2 - s  # the decoder stage that concatenates this skip after its upsampled input
-                    cons = [Consumer(f"enc{s + 1}.0", 0), Consumer(f"dec{d}.0", w[f"up{d}"])]
-                else:
-                    cons = [Consumer("up0", 0)]
-                groups.append(PrunableGroup(name, w[name], tuple(cons)))
-        for d in range(n - 1):
-            groups.append(PrunableGroup(f"up{d}", w[f"up{d}"], (Consumer(f"dec{d}.0", 0),)))
-            k = plan.n_conv_per_stage_decoder[d]
-            for i in range(k):
-                name = f"dec{d}.{i}"
-                if i + 1 < k:
-                    cons = [Consumer(f"dec{d}.{i + 1}", 0)]
-                else:
-                    cons = [Consumer(f"head{d}", 0)] + ([Consumer(f"up{d + 1}", 0)] if d + 1 < n - 1 else [])
-                groups.append(PrunableGroup(name, w[name], tuple(cons)))
-        return groups
+        widths = self.widths()
+        return [PrunableGroup(name, widths[name], tuple(Consumer(m, offset) for m, offset in readers))
+                for name, readers in consumers(self.plan, widths).items()]
 
     # ---- forward ---------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
