@@ -147,6 +147,7 @@ class Trainer:
                            f"sauron_plan_and_preprocess -d {plans.dataset_name} --preset {plans.preset} -c "
                            f"{configuration}")
         self.labels = sorted(v for v in plans.labels.values() if v != 0)
+        torch.manual_seed(config.seed)  # the run's own random state (checkpointed with it); weights use a fork
         self.precision = resolve_training_precision(config.precision, self.device)
         self.memory_format = memory_format(self.device, self.precision, self.cfg.network.dim)
         self.network = self.build_network().to(self.device, memory_format=self.memory_format)
@@ -195,9 +196,9 @@ class Trainer:
 
     def build_network(self, widths: dict[str, int] | None = None) -> UNet:
         """The network at ``widths`` (a checkpoint's), else at :meth:`initial_widths`, freshly initialised."""
-        torch.manual_seed(self.config.seed)
         return build_network(self.cfg.network, len(self.plans.channel_names), self.plans.num_classes,
-                             widths if widths is not None else self.initial_widths(), deep_supervision=True)
+                             widths if widths is not None else self.initial_widths(), deep_supervision=True,
+                             seed=self.config.seed)
 
     def build_loss(self) -> DeepSupervisionLoss:
         return DeepSupervisionLoss(self.cfg.network.n_stages - 1, self.cfg.batch_dice)

@@ -160,6 +160,15 @@ def _he_init(module: nn.Module) -> None:
 
 
 def build_network(plan: NetworkPlan, in_channels: int, num_classes: int, widths: Mapping[str, int] | None = None,
-                  deep_supervision: bool = True) -> UNet:
-    """The one way trainers and predictors construct a network."""
-    return UNet(plan, in_channels, num_classes, widths, deep_supervision)
+                  deep_supervision: bool = True, seed: int | None = None) -> UNet:
+    """The one way trainers and predictors construct a network.
+
+    Args:
+        seed: initialise the weights from this seed, without touching the global random state (None: draw them
+            from the global random state, like any torch module).
+    """
+    if seed is None:
+        return UNet(plan, in_channels, num_classes, widths, deep_supervision)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet(plan, in_channels, num_classes, widths, deep_supervision)

@@ -32,3 +32,13 @@ def test_estimated_flops_equal_the_counted_ones_for_any_widths():
     net = build_network(PLAN, 2, 3, widths, deep_supervision=False)
     assert forward_flops(PLAN, (16, 16, 16), 2, 3, deep_supervision=False, widths=list(widths.values())) == \
         measure(net, (16, 16, 16)).flops
+
+
+def test_a_seeded_build_leaves_the_global_random_state_alone():
+    import torch
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = build_network(PLAN, 1, 3, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = build_network(PLAN, 1, 3, seed=7)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
