@@ -66,4 +66,4 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_checkpoint({"format": 1, "epoch": 2, "w": torch.zeros(3)}, path)
     assert load_checkpoint(path)["epoch"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_latest.pth"]

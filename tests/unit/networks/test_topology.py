@@ -15,7 +15,7 @@ def test_layers_in_forward_order_by_hand():
     assert by["enc0.0"].inputs == (IMAGE,) and by["enc1.0"].stride == (2, 2, 2) and by["enc0.1"].stride == (1, 1, 1)
     assert by["dec0.0"].inputs == ("up0", "enc1.0") and by["dec1.0"].inputs == ("up1", "enc0.1")
     assert by["up1"].inputs == ("dec0.0",) and by["head1"].inputs == ("dec1.1",) and by["up0"].stage == 1
-    assert [layer.name for layer in prunable(PLAN)] == list(default_widths(PLAN))
+    assert list(default_widths(PLAN)) == [layer.name for layer in prunable(PLAN)]
 
 
 def test_consumers_and_offsets_follow_the_current_widths():
