@@ -436,21 +436,6 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                         help="skip keep-largest-component (applied by default to the labels whose validation it "
                              "improved in every fold: fold_F/postprocessing.json)")
     parser.add_argument("--continue", dest="resume", action="store_true", help="skip cases already written")
-    base = parser.add_argument_group(
-        "Baselines (L1Trainer, FPGMTrainer, CSGDTrainer, RandomTrainer, ScratchTrainer, UniformTrainer; README: "
-        "'Sauron against other pruning methods')")
-    base.add_argument("--match", metavar="PRUNED_MODEL",
-                      help="a pruned model (folder, fold folder or checkpoint) to match: its forward FLOPs (L1, FPGM, "
-                           "C-SGD, Uniform), its removals per epoch and layer (Random), its widths (Scratch)")
-    base.add_argument("--keep-flops", type=float, metavar="F",
-                      help="instead of --match: keep this fraction of the unpruned forward FLOPs (L1, FPGM, C-SGD, "
-                           "Uniform)")
-    base.add_argument("--prune-epoch", type=int, metavar="E",
-                      help="L1Trainer: the epoch at whose end it prunes once (default 0: right away, for a trained "
-                           "model given by --init-from)")
-    base.add_argument("--centripetal", type=float, metavar="EPS",
-                      help="CSGDTrainer: centripetal strength per step (default: the spread inside each cluster "
-                           "shrinks to 1e-3 by the last step)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="network arithmetic: auto = bf16 on a CPU with native bfloat16 (AMX or AVX512-BF16), "

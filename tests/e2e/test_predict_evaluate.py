@@ -82,3 +82,9 @@ def test_worker_processes_give_the_same_outputs(pruned_model, tmp_path, monkeypa
         a = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(outs[2] / p.name)))
         np.testing.assert_array_equal(a, b)
+
+
+def test_predict_does_not_take_training_flags():
+    import pytest
+    with pytest.raises(SystemExit):
+        cli.predict_main(["-i", "x", "-o", "y", "-m", "z", "--match", "w"])
