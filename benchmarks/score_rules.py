@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     import torch
 
     from sauronnet.checkpoint import load_checkpoint
-    from sauronnet.data.loader import PatchSampler, batch_seed
+    from sauronnet.data.loader import PatchSampler, sample_seed
     from sauronnet.networks.unet import build_network
     from sauronnet.plans import Plans
     from sauronnet.pruning.distances import SCORE_MAPS, delta_prune
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     sampler = PatchSampler(args.data, ids, tuple(cfg.patch_size), cfg.batch_size)
     with torch.no_grad():
         for i in range(args.batches):
-            batch = sampler.sample(np.random.RandomState(batch_seed(args.seed, 0, i)))
+            batch = sampler.sample(np.random.RandomState(sample_seed(args.seed, 0, i, 0)))
             net(torch.from_numpy(batch["data"]))
 
     rng = np.random.RandomState(args.seed)

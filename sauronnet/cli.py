@@ -61,14 +61,19 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, rank: int | None = None) -> None:
+    """Log records to stderr; ``rank`` (a distributed run): ranks other than 0 log warnings and errors only,
+    each line tagged with its rank."""
     root = logging.getLogger()
-    if not any(getattr(h, "_sauron", False) for h in root.handlers):
+    handler = next((h for h in root.handlers if getattr(h, "_sauron", False)), None)
+    if handler is None:
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler._sauron = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    tag = f"[rank {rank}] " if rank is not None else ""
+    handler.setFormatter(logging.Formatter(f"{tag}%(levelname)s %(name)s: %(message)s"))
+    level = logging.DEBUG if verbose else logging.INFO
+    root.setLevel(level if not rank else max(level, logging.WARNING))
 
 
 def _default_processes() -> int:
@@ -199,10 +204,10 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _set_threads(device: str, threads: int | None) -> None:
+def _set_threads(device: str, threads: int | None, processes_per_node: int = 1) -> None:
     import torch
     if device == "cpu":
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // processes_per_node))
     elif threads:
         torch.set_num_threads(threads)
 
@@ -228,7 +233,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         prog="sauron_train",
         description="Trains a network on a preprocessed dataset and writes checkpoints, metrics.jsonl, "
                     "progress.png, training.log and validation/summary.json to "
-                    "SAURON_RESULTS/DatasetXXX_Name/TRAINER__PRESET__CONFIG/fold_F/. " + ENV_HELP,
+                    "SAURON_RESULTS/DatasetXXX_Name/TRAINER__PRESET__CONFIG/fold_F/. " + ENV_HELP + " Several "
+                    "processes (GPUs, nodes) train one model when launched by torchrun: torchrun --nproc_per_node N "
+                    "-m sauronnet.train TASK FOLD ...; the plans' batch size is the global batch (README: 'Train on "
+                    "several GPUs or nodes').",
         formatter_class=_HelpFormatter)
     parser.add_argument("task", metavar="TASK", help="dataset id (1) or folder name (Dataset001_Demo)")
     parser.add_argument("fold", metavar="FOLD", help="cross-validation fold 0-4, or 'all' (every case)")
@@ -294,10 +302,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                       help="CSGDTrainer: centripetal strength per step (default: the spread inside each cluster "
                            "shrinks to 1e-3 by the last step)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp64"], default="auto",
                         help="network arithmetic: auto = float16 AMP on CUDA, fp32 on the CPU; bf16 = bfloat16 "
                              "autocast, only on a CPU with native bfloat16 (AMX or AVX512-BF16); the loss and "
-                             "Sauron's distances stay float32 (README: 'Speed on the CPU')")
+                             "Sauron's distances stay float32 (README: 'Speed on the CPU'); fp64 = everything in "
+                             "float64 (slow; for checking that two set-ups compute the same training)")
+    parser.add_argument("--no-augmentation", dest="augmentation", action="store_false", default=None,
+                        help="train on plain patches, without nnU-Net's data augmentation")
+    parser.add_argument("--dist-timeout", type=float, metavar="SECONDS", default=None,
+                        help="distributed runs: how long a process waits for the others in a collective before it "
+                             "stops the run (default 1800; a process that dies is noticed at once on the CPU)")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores on CPU)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -305,7 +319,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if args.fold != "all" and not (args.fold.isdigit() and 0 <= int(args.fold) <= 4):
         parser.error(f"FOLD must be 0-4 or 'all', got {args.fold!r}")
-    for flag in ("epochs", "iters", "val_iters", "workers", "threads"):
+    for flag in ("epochs", "iters", "val_iters", "workers", "threads", "dist_timeout"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "workers" else 1):
             parser.error(f"--{flag.replace('_', '-')} must be positive")
@@ -321,28 +335,44 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                   for k in unknown}
         parser.error("; ".join(f"--{k.replace('_', '-')} applies to {', '.join(v)}, not {cls.name}"
                                for k, v in owners.items()))
+    from sauronnet import distributed
+
+    try:
+        world = distributed.world_from_env(os.environ)
+    except ValueError as e:
+        return _report([str(e)])
+    if world.distributed:
+        _setup_logging(args.verbose, world.rank)
     try:
         from sauronnet.pipeline import build_trainer
 
         device = _resolve_device(args.device)
-        _set_threads(device, args.threads)
+        _set_threads(device, args.threads, world.local_size)
+        run_device = distributed.start(world, device, args.dist_timeout or distributed.DEFAULT_TIMEOUT_S)
         setup = build_trainer(paths, args.task, args.fold, args.trainer, args.preset, args.configuration,
                               dict(flags, epochs=args.epochs, iterations_per_epoch=args.iters,
                                    val_iterations=args.val_iters, seed=args.seed, num_workers=args.workers,
-                                   initial_lr=args.lr, precision=args.precision),
-                              args.init_from, device)
+                                   initial_lr=args.lr, precision=args.precision, augmentation=args.augmentation),
+                              args.init_from, run_device, world)
         trainer, name, preset, init = setup.trainer, setup.dataset, setup.preset, setup.init_from
     except (FileNotFoundError, ValueError) as e:
+        distributed.stop()
         return _report([str(e)])
     from sauronnet.atomic import exclusive_lock
     try:
+        if not world.is_main:
+            return _train_unlocked(args, trainer, cls, name, preset, device, init)
         with exclusive_lock(trainer.output_dir, "training this fold"):
             return _train_unlocked(args, trainer, cls, name, preset, device, init)
     except ValueError as e:
         return _report([str(e)])
+    finally:
+        distributed.stop()
 
 
-def _train_unlocked(args: argparse.Namespace, trainer, cls, name: str, preset: str, device: str, init) -> int:
+def _check_fold_folder(args: argparse.Namespace, trainer) -> str | None:
+    """Rank 0's verdict on the fold folder before training: an error message, or None to go on (after
+    ``--overwrite`` emptied it)."""
     from sauronnet.checkpoint import load_checkpoint
 
     earlier = sorted(p.name for p in trainer.output_dir.glob("checkpoint_*.pth"))
@@ -351,26 +381,43 @@ def _train_unlocked(args: argparse.Namespace, trainer, cls, name: str, preset: s
         try:
             load_checkpoint(latest)  # a damaged file is reported before anything is written
         except ValueError as e:
-            return _report([f"{e}; or start again with --overwrite"])
+            return f"{e}; or start again with --overwrite"
     if earlier and not args.resume:
         if not args.overwrite:
-            return _report([f"{trainer.output_dir} already holds a model ({', '.join(earlier)}); pass --continue to "
-                            "resume it, or --overwrite to delete it and train again from scratch"])
+            return (f"{trainer.output_dir} already holds a model ({', '.join(earlier)}); pass --continue to resume "
+                    "it, or --overwrite to delete it and train again from scratch")
         logger.warning("--overwrite: deleting the contents of %s", trainer.output_dir)
         for entry in trainer.output_dir.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    handler = _add_log_file(trainer.output_dir / "training.log")
+    return None
+
+
+def _train_unlocked(args: argparse.Namespace, trainer, cls, name: str, preset: str, device: str, init) -> int:
+    from sauronnet.distributed import DistributedRunError
+
+    world = trainer.world
+    # rank 0 alone looks at (and may empty) the fold folder; every rank follows its verdict
+    if problem := world.broadcast(_check_fold_folder(args, trainer) if world.is_main else None):
+        return _report([problem]) if world.is_main else 1
+    handler = _add_log_file(trainer.output_dir / "training.log") if world.is_main else None
     try:
-        logger.info("training %s fold %s: %s (%s, %s) on %s in %s, %d training / %d validation cases", name,
-                    args.fold, cls.name, preset, args.configuration, device, trainer.precision,
+        processes = f" x {world.size} processes" if world.distributed else ""
+        logger.info("training %s fold %s: %s (%s, %s) on %s%s in %s, %d training / %d validation cases", name,
+                    args.fold, cls.name, preset, args.configuration, device, processes, trainer.precision,
                     len(trainer.train_ids), len(trainer.val_ids))
         t0 = time.perf_counter()
         summary = trainer.fit(resume=args.resume, progress=not args.no_progress, init_from=init)
     except (FileNotFoundError, ValueError) as e:
         return _report([str(e)])
+    except DistributedRunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    if not world.is_main:
+        return 0
     dice = ", ".join(f"{k}: {v:.4f}" for k, v in summary["mean_dice"].items())
     print(f"{name} fold {args.fold}: {cls.name} trained {trainer.epoch} epochs in {time.perf_counter() - t0:.0f} s; "
           f"validation Dice {dice} (mean {summary['foreground_mean_dice']:.4f})")

@@ -1,6 +1,10 @@
 """Dice + cross-entropy with deep supervision (nnU-Net v2's ``DC_and_CE_loss`` + ``DeepSupervisionWrapper``).
 
 Layouts: logits ``(B, K, *S)`` (BCZYX or BCYX); targets ``(B, 1, *S)`` integer labels stored as float or long.
+
+In a distributed run each process passes its :class:`sauronnet.distributed.World`: per-sample means are weighted
+by the process's share of the global batch and batch Dice sums its statistics over the processes, so that DDP's
+gradient average equals the gradient of the loss of the global batch in one process.
 """
 from __future__ import annotations
 
@@ -11,12 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sauronnet.distributed import World
+
+_ONE = World()
+
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, batch_dice: bool, smooth: float = 1e-5,
-                   include_background: bool = False) -> torch.Tensor:
+                   include_background: bool = False, world: World = _ONE) -> torch.Tensor:
     """Negative mean soft Dice over classes (nnU-Net's ``MemoryEfficientSoftDiceLoss``).
 
-    With ``batch_dice`` the sums run over the batch as well, so one Dice per class for the whole batch.
+    With ``batch_dice`` the sums run over the (global) batch as well, so one Dice per class for the whole batch.
     """
     probs = torch.softmax(logits, dim=1)
     with torch.no_grad():
@@ -27,15 +35,16 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, batch_dice: bool,
     intersect = (probs * onehot).sum(axes)
     sum_pred, sum_gt = probs.sum(axes), onehot.sum(axes)
     if batch_dice:
-        intersect, sum_pred, sum_gt = intersect.sum(0), sum_pred.sum(0), sum_gt.sum(0)
+        stats = world.sum(torch.stack([intersect.sum(0), sum_pred.sum(0), sum_gt.sum(0)]))
+        intersect, sum_pred, sum_gt = stats[0], stats[1], stats[2]
     dice = (2 * intersect + smooth) / torch.clip(sum_gt + sum_pred + smooth, 1e-8)
-    return -dice.mean()
+    return -dice.mean() if batch_dice else -world.share * dice.mean()
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, batch_dice: bool) -> torch.Tensor:
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, batch_dice: bool, world: World = _ONE) -> torch.Tensor:
     """Cross-entropy + soft Dice, weighted 1:1."""
     ce = F.cross_entropy(logits, target[:, 0].long())
-    return ce + soft_dice_loss(logits, target, batch_dice)
+    return world.share * ce + soft_dice_loss(logits, target, batch_dice, world=world)
 
 
 def deep_supervision_weights(n_outputs: int) -> np.ndarray:
@@ -53,11 +62,27 @@ def downsample_target(target: torch.Tensor, shape: Sequence[int]) -> torch.Tenso
     return F.interpolate(target.float(), size=tuple(shape), mode="nearest-exact")
 
 
+class _ZeroGradient(torch.autograd.Function):
+    """0 in the forward (the input's values are never read, NaN or not) and a zero gradient in the backward: an
+    output with loss weight 0 stays in the graph, so every parameter receives a gradient in every step and
+    DistributedDataParallel needs no search for unused parameters."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return x.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.new_zeros(ctx.shape)
+
+
 class DeepSupervisionLoss(nn.Module):
     """Weighted sum of :func:`dice_ce_loss` over the deep-supervision outputs.
 
-    ``forward(outputs, target)``: ``outputs`` a list (highest resolution first) or a single tensor; ``target``
-    ``(B, 1, *S)`` at full resolution (downsampled here for the lower outputs).
+    ``forward(outputs, target, world)``: ``outputs`` a list (highest resolution first) or a single tensor;
+    ``target`` ``(B, 1, *S)`` at full resolution (downsampled here for the lower outputs); ``world`` this
+    process's share of a distributed training batch (default: one process).
     """
 
     def __init__(self, n_outputs: int, batch_dice: bool):
@@ -65,12 +90,15 @@ class DeepSupervisionLoss(nn.Module):
         self.weights = deep_supervision_weights(n_outputs)
         self.batch_dice = batch_dice
 
-    def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor,
+                world: World = _ONE) -> torch.Tensor:
         if isinstance(outputs, torch.Tensor):
-            return dice_ce_loss(outputs, target, self.batch_dice)
+            return dice_ce_loss(outputs, target, self.batch_dice, world)
         total = outputs[0].new_zeros(())
         for w, out in zip(self.weights, outputs):
             if w > 0:
                 total = total + float(w) * dice_ce_loss(out, downsample_target(target, out.shape[2:]),
-                                                        self.batch_dice)
+                                                        self.batch_dice, world)
+            else:
+                total = total + _ZeroGradient.apply(out)
         return total

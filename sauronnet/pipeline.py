@@ -166,13 +166,15 @@ class TrainingSetup:
 
 def build_trainer(paths: Paths, task: str, fold: str, trainer: str = "SauronTrainer", preset: str | None = None,
                   configuration: str = "3d_fullres", overrides: Mapping[str, Any] | None = None,
-                  init_from: str | Path | None = None, device: str = "cpu") -> TrainingSetup:
+                  init_from: str | Path | None = None, device: Any = "cpu", world: Any = None) -> TrainingSetup:
     """Resolves the dataset, preset, plans and ``--init-from`` checkpoint, and builds the trainer.
 
     Args:
         trainer: a name of ``trainers.TRAINERS``.
         overrides: fields of the trainer's config (None values are ignored); with ``init_from`` a Sauron-style
             trainer stops ``INIT_FROM_STOP_AFTER`` epochs after pruning has finished unless ``stop_after`` is given.
+        device: ``cpu``, ``cuda`` or a ``torch.device`` (a distributed rank's).
+        world: a :class:`sauronnet.distributed.World` (default: one process).
 
     Raises:
         FileNotFoundError, ValueError: naming what is missing or wrong and the command that fixes it.
@@ -194,4 +196,4 @@ def build_trainer(paths: Paths, task: str, fold: str, trainer: str = "SauronTrai
     if init is not None and "stop_after" in cls.config_class.__dataclass_fields__:
         overrides.setdefault("stop_after", INIT_FROM_STOP_AFTER)
     config = with_overrides(cls.config_class(), **overrides)
-    return TrainingSetup(cls(plans, configuration, fold, paths, config, device), name, preset, init)
+    return TrainingSetup(cls(plans, configuration, fold, paths, config, device, world), name, preset, init)

@@ -5,18 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-import matplotlib
-
 from sauronnet.atomic import atomic_path
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported on first use (a second of start-up that the training
+    processes of a distributed run other than rank 0 never need)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def plot_progress(history: Sequence[dict], path: Path, extra_panels: Sequence[Callable] = ()) -> None:
     """Draws the training curves from the per-epoch ``history`` and writes ``path`` atomically."""
     if not history:
         return
+    plt = _pyplot()
     epochs = [m["epoch"] for m in history]
     n = 3 + len(extra_panels)
     fig, axes = plt.subplots(n, 1, figsize=(10, 3.2 * n), squeeze=False)

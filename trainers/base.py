@@ -11,6 +11,12 @@ Outputs (``SAURON_RESULTS/DatasetXXX/TRAINER__PRESET__CONFIG/fold_F/``): ``check
 atomic), ``checkpoint_best.pth`` (best EMA pseudo-Dice), ``checkpoint_final.pth``, ``plans.json``,
 ``dataset.json``, ``metrics.jsonl``, ``progress.png``, ``validation/summary.json``; ``training.log`` is written by
 the command line's log handler.
+
+Distributed runs (torchrun, one process per device; :mod:`sauronnet.distributed`): every rank trains its share of
+the global batch through ``DistributedDataParallel`` (:meth:`Trainer.training_model`), the epoch's training loss
+is averaged over ranks, rank 0 alone validates and broadcasts the validation figures, and rank 0 alone writes
+checkpoints and metrics. State that decides what happens next (widths, schedules, losses, weights, optimizer) is
+compared across ranks after every epoch (:meth:`Trainer.state_fingerprints`), and a divergence stops the run.
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ from sauronnet.data.augmentation import (augmentation_plan, enlarged_patch_size,
                                          validation_transforms)
 from sauronnet.data.loader import BatchStream, PatchSampler
 from sauronnet.data.splits import SPLITS_FILE, check_splits
+from sauronnet.distributed import (DistributedRunError, World, lost_peer, object_fingerprint,
+                                   tensors_fingerprint)
 from sauronnet.evaluation import confusion, dice_from_counts, dice_per_class, nanmean
 from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, decide_postprocessing
 from sauronnet.inference.predictor import Predictor, finish_case
@@ -76,8 +84,11 @@ class TrainerConfig:
     #: background augmentation processes; None = one per two CPU cores, at most 8
     num_workers: int | None = None
     #: fp32, bf16 (CPU with native bfloat16) or auto: float16 AMP on CUDA, fp32 on the CPU (bf16 training is
-    #: opt-in until it is measured against fp32 on a bf16 CPU; see sauronnet.precision and the README)
+    #: opt-in until it is measured against fp32 on a bf16 CPU; see sauronnet.precision and the README); fp64
+    #: trains in float64 (slow; for checking that two ways of training compute the same thing)
     precision: str = "auto"
+    #: nnU-Net's data augmentation (False: patches are only cropped, at the network's patch size)
+    augmentation: bool = True
 
 
 def poly_lr(epoch: int, epochs: int, initial_lr: float, exponent: float = 0.9) -> float:
@@ -86,15 +97,16 @@ def poly_lr(epoch: int, epochs: int, initial_lr: float, exponent: float = 0.9) -
 
 
 def resolve_training_precision(requested: str, device: torch.device) -> str:
-    """``auto`` trains with float16 AMP on CUDA and in fp32 on the CPU; ``bf16`` needs native bfloat16."""
-    if requested == "auto" and device.type == "cpu":
-        return "fp32"
+    """``auto`` trains with float16 AMP on CUDA and in fp32 on the CPU; ``bf16`` needs native bfloat16; ``fp64``
+    trains in float64."""
+    if requested == "fp64" or (requested == "auto" and device.type == "cpu"):
+        return "fp32" if requested == "auto" else "fp64"
     return resolve_precision(requested, device, training=True)
 
 
-def default_workers() -> int:
-    """Augmentation workers that leave torch the cores it needs (1 on a 2-core machine)."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+def default_workers(processes_per_node: int = 1) -> int:
+    """Augmentation workers per training process that leave torch the cores it needs (1 on a 2-core machine)."""
+    return max(1, min(8, (os.cpu_count() or 2) // (2 * processes_per_node)))
 
 
 def output_folder(paths: Paths, plans: Plans, trainer_name: str, configuration: str, fold: str) -> Path:
@@ -129,17 +141,21 @@ class Trainer:
         fold: ``"0"``..``"4"`` or ``"all"`` (train on every case, validate on the same cases).
         paths: data roots.
         config: hyper-parameters.
-        device: ``cpu`` or ``cuda``.
+        device: ``cpu`` or ``cuda`` (``cuda:LOCAL_RANK`` in a distributed run).
+        world: this process's place in a distributed run (default: the only process); the process group must
+            be open (:func:`sauronnet.distributed.start`).
     """
 
     name = "Trainer"
     config_class = TrainerConfig
 
     def __init__(self, plans: Plans, configuration: str, fold: str, paths: Paths, config: TrainerConfig,
-                 device: str = "cpu"):
+                 device: str | torch.device = "cpu", world: World | None = None):
         self.plans, self.configuration, self.fold, self.paths = plans, configuration, str(fold), paths
         self.config, self.device = config, torch.device(device)
         self.cfg = plans.configuration(configuration)
+        self.world = (world or World()).with_batch(self.cfg.batch_size)
+        self._ddp: torch.nn.parallel.DistributedDataParallel | None = None
         self.output_dir = output_folder(paths, plans, self.name, configuration, self.fold)
         self.data_folder = config_folder(paths.preprocessed / plans.dataset_name, plans.preset, configuration)
         self.train_ids, self.val_ids = self._split()
@@ -149,8 +165,9 @@ class Trainer:
         self.labels = sorted(v for v in plans.labels.values() if v != 0)
         torch.manual_seed(config.seed)  # the run's own random state (checkpointed with it); weights use a fork
         self.precision = resolve_training_precision(config.precision, self.device)
+        self.dtype = torch.float64 if self.precision == "fp64" else torch.float32
         self.memory_format = memory_format(self.device, self.precision, self.cfg.network.dim)
-        self.network = self.build_network().to(self.device, memory_format=self.memory_format)
+        self.network = self._place(self.build_network())
         self.loss = self.build_loss()
         self.optimizer = self.configure_optimizers()
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
@@ -177,17 +194,20 @@ class Trainer:
             raise ValueError(f"fold {k} does not exist: {splits_path} has {len(splits)} folds")
         return list(splits[k].train), list(splits[k].val)
 
-    def make_streams(self) -> tuple[BatchStream, BatchStream]:
-        """Training (augmented, in worker processes) and validation (no augmentation, in-process) batches."""
+    def make_streams(self) -> tuple[BatchStream, BatchStream | None]:
+        """Training (augmented, in worker processes; this rank's share of each global batch) and validation (no
+        augmentation, in-process, whole batches; rank 0 only, else None) batches."""
         aug = augmentation_plan(self.cfg.patch_size)
-        bs = self.cfg.batch_size
-        train = PatchSampler(self.data_folder, self.train_ids, enlarged_patch_size(self.cfg.patch_size, aug), bs,
-                             self.config.oversample_foreground)
-        val = PatchSampler(self.data_folder, self.val_ids, tuple(self.cfg.patch_size), bs,
-                           self.config.oversample_foreground)
-        workers = self.config.num_workers if self.config.num_workers is not None else default_workers()
-        return (BatchStream(train, training_transforms(self.cfg.patch_size, aug), self.config.seed, 0, workers),
-                BatchStream(val, validation_transforms(), self.config.seed, 1, 0))
+        bs, c = self.cfg.batch_size, self.config
+        size = enlarged_patch_size(self.cfg.patch_size, aug) if c.augmentation else tuple(self.cfg.patch_size)
+        transforms = training_transforms(self.cfg.patch_size, aug) if c.augmentation else validation_transforms()
+        train = PatchSampler(self.data_folder, self.train_ids, size, bs, c.oversample_foreground)
+        workers = c.num_workers if c.num_workers is not None else default_workers(self.world.local_size)
+        train_stream = BatchStream(train, transforms, c.seed, 0, workers, positions=self.world.positions)
+        if not self.world.is_main:
+            return train_stream, None
+        val = PatchSampler(self.data_folder, self.val_ids, tuple(self.cfg.patch_size), bs, c.oversample_foreground)
+        return train_stream, BatchStream(val, validation_transforms(), c.seed, 1, 0)
 
     # ---- hooks -----------------------------------------------------------------------------------------------
     def initial_widths(self) -> dict[str, int] | None:
@@ -209,21 +229,42 @@ class Trainer:
                                weight_decay=c.weight_decay, nesterov=True)
 
     def compute_loss(self, outputs: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        """The training objective; the Sauron trainer adds its clustering term here."""
-        return self.loss(outputs, target)
+        """The training objective on this rank's share of the batch (see :mod:`sauronnet.losses`); the Sauron
+        trainer adds its clustering term here."""
+        return self.loss(outputs, target, self.world)
 
-    def _forward(self, data: torch.Tensor) -> list[torch.Tensor]:
-        """The network in the run's precision and memory format; the outputs come back float32 so that the
-        loss (and Sauron's distances, on the captured maps) is computed in float32."""
+    def _place(self, network: UNet) -> UNet:
+        """``network`` on the run's device, in its dtype and memory format."""
+        return network.to(self.device, self.dtype, memory_format=self.memory_format)
+
+    def training_model(self) -> torch.nn.Module:
+        """What the training forward calls: the network, wrapped in ``DistributedDataParallel`` in a distributed
+        run. A new wrapper is made whenever the network or its widths changed (pruning, a restored checkpoint):
+        DDP's gradient buckets are sized at construction, so a wrapper never sees its parameters change."""
+        if not self.world.distributed:
+            return self.network
+        widths = self.network.widths()
+        if self._ddp is None or self._ddp.module is not self.network or self._ddp_widths != widths:
+            self._ddp = None  # release the old wrapper's gradient hooks before the new one registers its own
+            # every parameter gets a gradient in every step (see DeepSupervisionLoss), so no unused-parameter search
+            self._ddp = torch.nn.parallel.DistributedDataParallel(
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self._ddp_widths = widths
+        return self._ddp
+
+    def _forward(self, data: torch.Tensor, model: torch.nn.Module | None = None) -> list[torch.Tensor]:
+        """``model`` (default: the bare network) in the run's precision and memory format; the outputs come back
+        float32 (float64 under fp64) so that the loss (and Sauron's distances, on the captured maps) is computed
+        in float32."""
         with autocast(self.device, self.precision):
-            outputs = self.network(data.contiguous(memory_format=self.memory_format))
-        return [o.float() for o in outputs]
+            outputs = (model or self.network)(data.to(self.dtype).contiguous(memory_format=self.memory_format))
+        return [o.to(self.dtype) for o in outputs]
 
     def train_step(self, batch: dict) -> dict[str, float]:
         data = torch.from_numpy(batch["data"]).to(self.device, non_blocking=True)
         target = torch.from_numpy(batch["seg"]).to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.compute_loss(self._forward(data), target)
+        loss = self.compute_loss(self._forward(data, self.training_model()), target)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -293,6 +334,18 @@ class Trainer:
         """Trainer-specific state to store in the checkpoint (plain containers and tensors)."""
         return {}
 
+    def state_fingerprints(self) -> dict[str, int]:
+        """Fingerprints of the state that must be identical on every rank of a distributed run after an epoch:
+        widths, the trainer's schedules, the losses it decides on, weights and optimizer state."""
+        last = self.history[-1] if self.history else {}
+        return {"widths": object_fingerprint(self.network.widths()),
+                "schedule state": object_fingerprint(to_jsonable(self.checkpoint_extras())),
+                "losses": object_fingerprint([last.get("train_loss"), last.get("val_loss"), self.ema_dice]),
+                "weights": tensors_fingerprint(self.network.state_dict().values()),
+                "optimizer state": tensors_fingerprint(
+                    t for state in self.optimizer.state.values() for t in state.values()
+                    if isinstance(t, torch.Tensor))}
+
     def load_checkpoint_extras(self, extras: dict) -> None:
         """Restores what :meth:`checkpoint_extras` stored."""
 
@@ -311,18 +364,29 @@ class Trainer:
             rng=_rng_state(), extras=self.checkpoint_extras())
 
     def save(self, name: str) -> Path:
+        """Writes ``checkpoint_NAME.pth`` (rank 0 of a distributed run; the others hold the same state)."""
         path = self.output_dir / f"checkpoint_{name}.pth"
-        save_checkpoint(self.checkpoint(), path)
+        if self.world.is_main:
+            save_checkpoint(self.checkpoint(), path)
         return path
 
+    def read_checkpoint(self, path: Path) -> dict:
+        """A checkpoint as rank 0 reads it, on every rank (the other nodes of a multi-node run need no copy)."""
+        ckpt = load_checkpoint(path, torch.device("cpu")) if self.world.is_main else None
+        return self.world.broadcast(ckpt)
+
     def restore(self, path: Path) -> None:
-        """Continues from a checkpoint: network (rebuilt with its widths), optimizer, epoch, EMA, RNG, extras."""
-        ckpt = load_checkpoint(path, self.device)
+        """Continues from a checkpoint: network (rebuilt with its widths), optimizer, epoch, EMA, RNG, extras.
+
+        A distributed run may continue on another number of processes: its global batch, and every sample in it,
+        does not depend on how many processes share it.
+        """
+        ckpt = self.read_checkpoint(path)
         if ckpt["trainer"] != self.name or ckpt["configuration"] != self.configuration:
             raise ValueError(f"{path} was written by {ckpt['trainer']} ({ckpt['configuration']}), not "
                              f"{self.name} ({self.configuration})")
         if ckpt["widths"] != self.network.widths():
-            self.network = self.build_network(ckpt["widths"]).to(self.device, memory_format=self.memory_format)
+            self.network = self._place(self.build_network(ckpt["widths"]))
             self.optimizer = self.configure_optimizers()
         self.network.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -334,6 +398,10 @@ class Trainer:
         _set_rng_state(ckpt["rng"])
         self.load_checkpoint_extras(ckpt["extras"])
         logger.info("continuing from %s at epoch %d", path, self.epoch)
+        before = self.history[-1].get("processes", 1) if self.history else self.world.size
+        if before != self.world.size:
+            logger.info("the run continues on %d processes (it trained on %d): the global batch of %d and its "
+                        "samples are unchanged", self.world.size, before, self.cfg.batch_size)
 
     def initialize_from(self, path: Path) -> None:
         """Starts from the weights of another model's checkpoint (an imported nnU-Net model, or any SauronNet
@@ -343,7 +411,7 @@ class Trainer:
             ValueError: if that model's network or preprocessing differs from this trainer's plans (its weights
                 would see differently prepared data); the message lists the differing entries.
         """
-        ckpt = load_checkpoint(path, self.device)
+        ckpt = self.read_checkpoint(path)
         source = from_jsonable(Plans, ckpt["plans"], where=f"{path} plans")
         differ = [f"configuration {f.name}" for f in fields(self.cfg) if f.name not in _TRAINING_ONLY_FIELDS
                   and getattr(self.cfg, f.name) != getattr(source.configuration(ckpt["configuration"]), f.name)]
@@ -353,7 +421,7 @@ class Trainer:
             raise ValueError(f"{path} was planned differently from {self.plans.dataset_name}'s {self.plans.preset} "
                              f"plans ({', '.join(differ)}); preprocess the dataset with that model's plans: "
                              f"sauron_plan_and_preprocess -d {self.plans.dataset_name} --plans {path.parent}")
-        self.network = self.build_network(ckpt["widths"]).to(self.device, memory_format=self.memory_format)
+        self.network = self._place(self.build_network(ckpt["widths"]))
         self.network.load_state_dict(ckpt["state_dict"])
         self.optimizer = self.configure_optimizers()
         logger.info("initialised from %s (%s, %d of %d channels)", path, ckpt["trainer"],
@@ -368,25 +436,41 @@ class Trainer:
             init_from: a checkpoint whose weights start the training (ignored when resuming, whose checkpoint
                 already holds them); see :meth:`initialize_from`.
         """
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.output_dir.glob(".checkpoint_*"):
-            stale.unlink()  # a write that a kill interrupted
-        if resume and (self.output_dir / "checkpoint_latest.pth").is_file():
-            self.restore(self.output_dir / "checkpoint_latest.pth")
+        main = self.world.is_main
+        if main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.output_dir.glob(".checkpoint_*"):
+                stale.unlink()  # a write that a kill interrupted
+        latest = self.output_dir / "checkpoint_latest.pth"
+        if resume and self.world.broadcast(latest.is_file()):
+            self.restore(latest)
         else:
             if resume:
                 logger.warning("--continue: no checkpoint_latest.pth in %s, starting from scratch", self.output_dir)
             if init_from is not None:
                 self.initialize_from(Path(init_from))
-        self._write_run_files()
+        if main:
+            self._write_run_files()
         train_stream, val_stream = self.make_streams()
         try:
             while self.epoch < self.config.epochs and not self.training_done():
-                self._run_epoch(train_stream, val_stream, progress)
+                self._run_epoch(train_stream, val_stream, progress and main)
+        except RuntimeError as e:
+            if not (self.world.distributed and lost_peer(e)):
+                raise
+            raise DistributedRunError(
+                f"rank {self.world.rank} of {self.world.size} stopped in epoch {self.epoch}: another training process "
+                f"died, was killed or stopped answering ({str(e).splitlines()[0][:300]}). {self.output_dir}/"
+                f"checkpoint_latest.pth holds the last completed epoch; resume with the same launch command plus "
+                "--continue (on any number of processes)") from e
         finally:
             train_stream.close()
-            val_stream.close()
+            if val_stream is not None:
+                val_stream.close()
+        self._ddp = None
         self.save("final")
+        if not main:
+            return {}  # rank 0 validates; no collective follows, so no rank waits through it
         return self.on_train_end(self.final_validation(progress))
 
     def on_train_end(self, summary: dict) -> dict:
@@ -400,23 +484,30 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.network.train()
-        train_loss = self.train_epoch(epoch, train_stream.batches(epoch, c.iterations_per_epoch), progress)
+        train_loss = self.world.mean(
+            self.train_epoch(epoch, train_stream.batches(epoch, c.iterations_per_epoch), progress))
         self.network.eval()
-        val_loss, dice = self.validate_epoch(epoch, val_stream.batches(epoch, c.val_iterations))
+        validation = (self.validate_epoch(epoch, val_stream.batches(epoch, c.val_iterations))
+                      if val_stream is not None else None)
+        val_loss, dice = self.world.broadcast(validation)  # rank 0 validates; the others wait for its figures
         mean_dice = nanmean(dice.values())
         if math.isfinite(mean_dice):
             previous = mean_dice if self.ema_dice is None else self.ema_dice
             self.ema_dice = (1 - EMA_ALPHA) * previous + EMA_ALPHA * mean_dice
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "pseudo_dice": dice, "ema_pseudo_dice": self.ema_dice, "lr": lr}
+                   "pseudo_dice": dice, "ema_pseudo_dice": self.ema_dice, "lr": lr, "processes": self.world.size}
         self.on_epoch_end(epoch, metrics)
         metrics["epoch_time"] = time.perf_counter() - t0
         self.history.append(metrics)
         self.epoch = epoch + 1
+        if self.world.distributed:
+            self.world.check_identical(self.state_fingerprints(), f"after epoch {epoch}")
         improved = self.ema_dice is not None and self.ema_dice > self.best_ema
         if improved:
             self.best_ema = self.ema_dice
         self.save("latest")
+        if not self.world.is_main:
+            return
         if improved:
             with atomic_path(self.output_dir / "checkpoint_best.pth") as tmp:
                 shutil.copyfile(self.output_dir / "checkpoint_latest.pth", tmp)

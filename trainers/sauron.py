@@ -5,6 +5,10 @@ Over :class:`trainers.pruning.PruningTrainer` it defines the loss (:meth:`Sauron
 threshold schedule, keep the channels whose δ_prune reaches it), and the checkpoint extras (schedule states).
 Layer outputs are captured by forward hooks on the prunable modules; δ_prune is computed from the last
 ``prune_batches`` training batches of each epoch only (the base class marks them).
+
+In a distributed run each rank scores its channels on its share of those batches; :meth:`SauronTrainer.select`
+averages the scores over the global batch (one all-reduce) before any threshold is applied, and the reference
+channel is drawn from (seed, epoch, layer), so every rank removes the same channels.
 """
 from __future__ import annotations
 
@@ -107,10 +111,10 @@ class SauronTrainer(PruningTrainer):
 
     # ---- loss ------------------------------------------------------------------------------------------------
     def compute_loss(self, outputs, target: torch.Tensor) -> torch.Tensor:
-        loss = self.loss(outputs, target)
+        loss = self.loss(outputs, target, self.world)
         terms = [d for d in (delta_opt(m, self.config.pool) for m in self._maps.values()) if d is not None]
-        if terms:
-            loss = loss + self.config.lam * torch.stack(terms).mean()
+        if terms:  # δ_opt is a mean over samples: weighted by this rank's share of the global batch
+            loss = loss + self.config.lam * self.world.share * torch.stack(terms).mean()
         if self.observe_batch:
             self._collect_scores()
         self._maps = {}
@@ -141,12 +145,13 @@ class SauronTrainer(PruningTrainer):
             logger.info("epoch %d: Sauron paused: pseudo-Dice (EMA) %.4f is more than %.3f below its best", epoch,
                         metrics["ema_pseudo_dice"], self.config.dice_guard)
         protected = {self.head_input_block()} if self.config.protect_last_block else set()
+        scores = self.global_scores()
         keep = {}
         for name, width in self.network.widths().items():
             state = self.layer_states[name] if paused else advance(self.layer_states[name], losses_ok, s)
             removed = 0
-            if name in self._scores and not paused and name not in protected:
-                score = torch.stack(self._scores[name]).mean(0)
+            if name in scores and not paused and name not in protected:
+                score = scores[name]
                 prune = (score < threshold(state, s)) & (torch.arange(score.numel()) != self._references[name])
                 removed = int(prune.sum())
                 if removed:
@@ -156,6 +161,15 @@ class SauronTrainer(PruningTrainer):
                 self.layer_states[name] = record_pruning(state, width, removed)
         self._scores, self._references = {}, {}
         return keep
+
+    def global_scores(self) -> dict[str, torch.Tensor]:
+        """Per layer, δ_prune averaged over the observed batches and over the global batch (all ranks)."""
+        names = sorted(self._scores)
+        if not names:
+            return {}
+        local = [torch.stack(self._scores[n]).mean(0) for n in names]
+        merged = self.world.sample_mean(torch.cat(local).to(self.device)).cpu()
+        return dict(zip(names, merged.split([t.numel() for t in local])))
 
     def layer_report(self, name: str) -> dict:
         state = self._states_now[name]

@@ -4,11 +4,12 @@
 contain foreground (a random class with foreground, a random voxel of it, as patch centre); the others are
 uniform over the padded image. 2D configurations sample a random slice of the 3D case.
 
-:class:`BatchStream` makes batch ``i`` of epoch ``e`` a pure function of ``(seed, e, i)``: the worker seeds
-numpy's and python's global generators (which batchgenerators uses) from those three numbers before sampling
-and augmenting.
-Batches are therefore identical whatever the number of workers, and a resumed run regenerates exactly the
-batches an uninterrupted run would have seen.
+:class:`BatchStream` makes sample ``j`` of batch ``i`` of epoch ``e`` a pure function of ``(seed, e, i, j)``: the
+worker seeds numpy's and python's global generators (which batchgenerators uses) from those numbers before
+sampling and augmenting that sample, and whether it is forced to contain foreground depends on ``j`` alone.
+Batches are therefore identical whatever the number of workers, a resumed run regenerates exactly the batches an
+uninterrupted run would have seen, and processes of a distributed run that each draw their positions ``j`` of
+the global batch (:func:`sauronnet.distributed.batch_positions`) together draw the batch one process would.
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ OVERSAMPLE_FOREGROUND = 0.33
 
 @dataclass
 class PatchSampler:
-    """Samples ``(data, seg)`` batches of ``sample_size`` from the cases in ``folder``.
+    """Samples ``(data, seg)`` patches of ``sample_size`` from the cases in ``folder`` for batches of
+    ``batch_size`` (the global batch: it decides which positions are forced to contain foreground).
 
-    Returns dicts with ``data`` float32 (B, C, *sample_size), ``seg`` float32 (B, 1, *sample_size) (-1 where the
-    patch leaves the image), ``keys`` the case ids.
+    :meth:`sample` returns a dict with ``data`` float32 (B, C, *sample_size), ``seg`` float32 (B, 1, *sample_size)
+    (-1 where the patch leaves the image), ``keys`` the case ids; :meth:`sample_one` one patch of it.
     """
 
     folder: Path
@@ -54,24 +56,24 @@ class PatchSampler:
         """nnU-Net: sample ``index`` of a batch is forced to foreground iff it is in the last 33 %."""
         return not index < round(self.batch_size * (1 - self.oversample_foreground))
 
+    def sample_one(self, rng: np.random.RandomState, position: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """The patch at ``position`` of a batch: ``data`` float32 (C, *sample_size), ``seg`` (1, *sample_size),
+        and its case id."""
+        key = self.case_ids[rng.randint(len(self.case_ids))]
+        data, seg, props = self._case(key)
+        centre = self._foreground_voxel(props, rng) if self.force_foreground(position) else None
+        if len(self.sample_size) == 2:
+            z = centre[0] if centre is not None else rng.randint(data.shape[1])
+            data, seg = data[:, z], seg[:, z]
+            centre = centre[1:] if centre is not None else None
+        d, s = crop_patch(data, seg, self._bbox(data.shape[1:], centre, rng), self.sample_size)
+        return d, s, key
+
     def sample(self, rng: np.random.RandomState) -> dict:
-        dim = len(self.sample_size)
-        data_out, seg_out, keys = [], [], []
-        for b in range(self.batch_size):
-            key = self.case_ids[rng.randint(len(self.case_ids))]
-            data, seg, props = self._case(key)
-            fg = self.force_foreground(b)
-            centre = self._foreground_voxel(props, rng) if fg else None
-            if dim == 2:
-                z = centre[0] if centre is not None else rng.randint(data.shape[1])
-                data, seg = data[:, z], seg[:, z]
-                centre = centre[1:] if centre is not None else None
-            d, s = crop_patch(data, seg, self._bbox(data.shape[1:], centre, rng), self.sample_size)
-            data_out.append(d)
-            seg_out.append(s)
-            keys.append(key)
-        return {"data": np.stack(data_out).astype(np.float32), "seg": np.stack(seg_out).astype(np.float32),
-                "keys": keys}
+        """A whole batch drawn from one generator."""
+        patches = [self.sample_one(rng, b) for b in range(self.batch_size)]
+        return {"data": np.stack([p[0] for p in patches]), "seg": np.stack([p[1] for p in patches]),
+                "keys": [p[2] for p in patches]}
 
     @staticmethod
     def _foreground_voxel(props: CaseProperties, rng: np.random.RandomState) -> tuple[int, ...] | None:
@@ -106,28 +108,34 @@ def crop_patch(data: np.ndarray, seg: np.ndarray, lower: Sequence[int], size: Se
     return d, s
 
 
-def batch_seed(seed: int, epoch: int, index: int, stream: int = 0) -> int:
-    """The numpy seed of batch ``index`` of ``epoch`` (``stream`` separates training from validation)."""
-    return int(np.random.SeedSequence([seed, stream, epoch, index]).generate_state(1)[0])
+def sample_seed(seed: int, epoch: int, index: int, position: int, stream: int = 0) -> int:
+    """The numpy seed of the sample at ``position`` of batch ``index`` of ``epoch`` (``stream`` separates training
+    from validation)."""
+    return int(np.random.SeedSequence([seed, stream, epoch, index, position]).generate_state(1)[0])
 
 
 class _Producer:
-    """What a worker holds: the sampler and the transforms; makes one batch from its seed."""
+    """What a worker holds: the sampler and the transforms; makes one batch from its samples' seeds."""
 
     def __init__(self, sampler: PatchSampler, transforms: Callable | None):
         self.sampler, self.transforms = sampler, transforms
 
-    def __call__(self, seed: int) -> dict:
-        # batchgenerators draws from numpy's global generator, and its Gaussian noise from python's
-        np.random.seed(seed)
-        random.seed(seed)
-        rng = np.random.RandomState(seed)
-        batch = self.sampler.sample(rng)
-        keys = batch.pop("keys")
-        if self.transforms is not None:
-            batch = self.transforms(**batch)
-        return {"data": np.ascontiguousarray(batch["data"], dtype=np.float32),
-                "seg": np.ascontiguousarray(batch["seg"], dtype=np.float32), "keys": keys}
+    def __call__(self, jobs: Sequence[tuple[int, int]]) -> dict:
+        """``jobs``: (seed, position) per sample of the batch."""
+        data, seg, keys = [], [], []
+        for seed, position in jobs:
+            # batchgenerators draws from numpy's global generator, and its Gaussian noise from python's
+            np.random.seed(seed)
+            random.seed(seed)
+            d, s, key = self.sampler.sample_one(np.random.RandomState(seed), position)
+            sample = {"data": d[None], "seg": s[None]}
+            if self.transforms is not None:
+                sample = self.transforms(**sample)
+            data.append(sample["data"][0])
+            seg.append(sample["seg"][0])
+            keys.append(key)
+        return {"data": np.ascontiguousarray(np.stack(data), dtype=np.float32),
+                "seg": np.ascontiguousarray(np.stack(seg), dtype=np.float32), "keys": keys}
 
 
 _WORKER: _Producer | None = None
@@ -138,20 +146,25 @@ def _init_worker(producer: _Producer) -> None:
     _WORKER = producer
 
 
-def _produce(seed: int) -> dict:
+def _produce(jobs: Sequence[tuple[int, int]]) -> dict:
     assert _WORKER is not None
-    return _WORKER(seed)
+    return _WORKER(jobs)
 
 
 class BatchStream:
     """Reproducible batches, produced ``num_workers`` processes ahead of the consumer (0 = in-process).
 
-    Workers are spawned (not forked), so they never inherit torch's thread pools.
+    ``positions``: the positions of each global batch this stream draws (default: all ``sampler.batch_size``; a
+    process of a distributed run draws its share). Workers are spawned (not forked), so they never inherit
+    torch's thread pools.
     """
 
     def __init__(self, sampler: PatchSampler, transforms: Callable | None, seed: int, stream: int = 0,
-                 num_workers: int = 1, prefetch: int = 2):
+                 num_workers: int = 1, prefetch: int = 2, positions: Sequence[int] | None = None):
         self._producer = _Producer(sampler, transforms)
+        self.positions = list(range(sampler.batch_size) if positions is None else positions)
+        if not self.positions or not all(0 <= p < sampler.batch_size for p in self.positions):
+            raise ValueError(f"positions {self.positions} must be a non-empty subset of 0..{sampler.batch_size - 1}")
         self.seed, self.stream, self.num_workers = seed, stream, num_workers
         self.prefetch = max(1, prefetch) * max(1, num_workers)
         self._pool = None
@@ -161,7 +174,8 @@ class BatchStream:
 
     def batches(self, epoch: int, count: int) -> Iterator[dict]:
         """Batches ``0 .. count-1`` of ``epoch``, in order."""
-        seeds = [batch_seed(self.seed, epoch, i, self.stream) for i in range(count)]
+        seeds = [[(sample_seed(self.seed, epoch, i, p, self.stream), p) for p in self.positions]
+                 for i in range(count)]
         if self._pool is None:
             for s in seeds:
                 yield self._producer(s)

@@ -37,7 +37,9 @@ class TorchNetwork:
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        # a network trained in float64 (sauron_train --precision fp64) is validated in float64
+        dtype = next(self.net.parameters()).dtype
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device, dtype)
         with autocast(self.device, self.precision):
             out = self.net(t.contiguous(memory_format=self.format))
         return out.float().cpu().numpy()

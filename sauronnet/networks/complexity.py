@@ -34,11 +34,11 @@ def measure(net: UNet, patch_size: Sequence[int]) -> Complexity:
     was_training, was_ds = net.training, net.deep_supervision
     net.eval()
     net.deep_supervision = False
-    device = next(net.parameters()).device
+    param = next(net.parameters())
     counter = FlopCounterMode(display=False)
     try:
         with counter:
-            net(torch.zeros(1, net.in_channels, *patch_size, device=device))
+            net(torch.zeros(1, net.in_channels, *patch_size, device=param.device, dtype=param.dtype))
     finally:
         net.train(was_training)
         net.deep_supervision = was_ds

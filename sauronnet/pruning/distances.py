@@ -44,8 +44,9 @@ def pool(x: torch.Tensor, size: int = 2) -> torch.Tensor:
 
 
 def normalise_maps(x: torch.Tensor, how: str) -> torch.Tensor:
-    """Each (sample, channel) map of ``x`` (B, C, *S) normalised over all spatial axes, in float32."""
-    x = x.float()
+    """Each (sample, channel) map of ``x`` (B, C, *S) normalised over all spatial axes, in float32 (float64 stays
+    float64)."""
+    x = x if x.dtype == torch.float64 else x.float()
     spatial = tuple(range(2, x.ndim))
     if how == "raw":
         return x

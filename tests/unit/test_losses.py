@@ -43,8 +43,10 @@ def test_deep_supervision_loss_downsamples_targets_and_skips_lowest():
     target[..., :2, :] = 1
     full = torch.zeros(1, 2, 4, 4)
     half = torch.randn(1, 2, 2, 2)
-    low = torch.full((1, 2, 1, 1), float("nan"))  # weight 0: must not be evaluated
+    low = torch.full((1, 2, 1, 1), float("nan"), requires_grad=True)  # weight 0: must not be evaluated
     loss = DeepSupervisionLoss(3, batch_dice=False)([full, half, low], target)
     w = deep_supervision_weights(3)
     expected = w[0] * dice_ce_loss(full, target, False) + w[1] * dice_ce_loss(half, target[..., ::2, ::2], False)
-    assert float(loss) == pytest.approx(float(expected))
+    assert float(loss.detach()) == pytest.approx(float(expected))
+    loss.backward()  # ... but stays in the graph with a zero gradient (DDP then sees no unused parameter)
+    assert low.grad is not None and not low.grad.any()

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from sauronnet.data.loader import BatchStream, PatchSampler, batch_seed, crop_patch
+from sauronnet.data.augmentation import augmentation_plan, enlarged_patch_size, training_transforms
+from sauronnet.data.loader import BatchStream, PatchSampler, crop_patch, sample_seed
 from sauronnet.preprocessing.preprocess import config_folder
 
 
@@ -63,4 +64,27 @@ def test_batches_depend_only_on_seed_epoch_and_index(small_demo_paths):
         np.testing.assert_array_equal(x["data"], y["data"])
         assert x["keys"] == y["keys"]
     assert not np.array_equal(first[0]["data"], first[1]["data"])
-    assert batch_seed(7, 3, 0) != batch_seed(7, 4, 0) != batch_seed(8, 3, 0)
+    seeds = {sample_seed(7, 3, 0, 0), sample_seed(7, 4, 0, 0), sample_seed(8, 3, 0, 0), sample_seed(7, 3, 1, 0),
+             sample_seed(7, 3, 0, 1), sample_seed(7, 3, 0, 0, stream=1)}
+    assert len(seeds) == 6
+
+
+def test_ranks_drawing_their_positions_together_draw_the_single_process_batch(small_demo_paths):
+    """A distributed run's ranks each draw their share of the global batch; concatenated, the shares are the
+    batch one process draws, augmentation included (foreground forcing too: it depends on the global position)."""
+    folder = _folder(small_demo_paths)
+    patch = (8, 16, 16)
+    aug = augmentation_plan(patch)
+    sampler = PatchSampler(folder, _ids(folder), enlarged_patch_size(patch, aug), batch_size=3,
+                           oversample_foreground=0.5)
+    t = training_transforms(patch, aug)
+    with BatchStream(sampler, t, seed=5, num_workers=0) as whole, \
+            BatchStream(sampler, t, seed=5, num_workers=0, positions=[0, 1]) as rank0, \
+            BatchStream(sampler, t, seed=5, num_workers=0, positions=[2]) as rank1:
+        for w, a, b in zip(whole.batches(2, 3), rank0.batches(2, 3), rank1.batches(2, 3)):
+            np.testing.assert_array_equal(w["data"], np.concatenate([a["data"], b["data"]]))
+            np.testing.assert_array_equal(w["seg"], np.concatenate([a["seg"], b["seg"]]))
+            assert w["keys"] == a["keys"] + b["keys"]
+            assert (b["seg"] > 0).any()  # position 2 of 3 is forced to foreground
+    with pytest.raises(ValueError, match="subset"):
+        BatchStream(sampler, None, seed=5, num_workers=0, positions=[3])
