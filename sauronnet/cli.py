@@ -263,6 +263,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, help="initial learning rate (default 0.01, nnU-Net's)")
     sauron = parser.add_argument_group("Sauron pruning (SauronTrainer only; defaults are the paper's)")
     sauron.add_argument("--lambda", dest="lam", type=float, help="weight of the clustering term (0.5)")
+    sauron.add_argument("--tau0", type=float, help="first pruning threshold (0.001); a high one prunes from the "
+                                                   "first epoch on, e.g. to check a set-up quickly")
     sauron.add_argument("--tau-max", type=float, help="largest pruning threshold (0.3)")
     sauron.add_argument("--kappa", type=int, help="threshold steps from 0.001 to tau-max (15)")
     sauron.add_argument("--rho", type=int, help="patience epochs after a threshold step / plateau length (5)")
@@ -326,9 +328,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     if args.lr is not None and args.lr <= 0:
         parser.error("--lr must be positive")
     paths = paths_from_env()
-    flags = {k: getattr(args, k) for k in ("lam", "tau_max", "kappa", "rho", "mu", "prune_batches", "score_maps",
-                                           "val_test", "stop_after", "dice_guard", "protect_last_block", "match",
-                                           "keep_flops", "prune_epoch", "centripetal")}
+    flags = {k: getattr(args, k) for k in ("lam", "tau0", "tau_max", "kappa", "rho", "mu", "prune_batches",
+                                           "score_maps", "val_test", "stop_after", "dice_guard",
+                                           "protect_last_block", "match", "keep_flops", "prune_epoch",
+                                           "centripetal")}
     cls = TRAINERS[args.trainer]
     if unknown := [k for k, v in flags.items() if v is not None and k not in cls.config_class.__dataclass_fields__]:
         owners = {k: sorted(n for n, c in TRAINERS.items() if k in c.config_class.__dataclass_fields__)

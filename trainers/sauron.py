@@ -69,6 +69,9 @@ class SauronConfig(TrainerConfig):
                              f"got {self.prune_batches}")
         if self.dice_guard is not None and not 0 < self.dice_guard < 1:
             raise ValueError(f"dice_guard must lie in (0, 1), got {self.dice_guard}")
+        if not 0 <= self.tau0 <= self.tau_max <= 1:
+            raise ValueError(f"thresholds must satisfy 0 <= tau0 <= tau_max <= 1, got tau0 {self.tau0} and tau_max "
+                             f"{self.tau_max}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be at least 1 epoch, got {self.stop_after}")
 

@@ -46,7 +46,14 @@ def match_flops(plan: NetworkPlan, in_channels: int, num_classes: int, patch_siz
         planned: the widths the ratio applies to (default: the plan's full widths).
     """
     planned = dict(planned or default_widths(plan))
-    flops = lambda w: forward_flops(plan, in_channels, num_classes, w, patch_size)  # noqa: E731
+    counted: dict[tuple[int, ...], int] = {}
+
+    def flops(w: Mapping[str, int]) -> int:  # the bisection meets the same rounded widths again and again
+        key = tuple(w[k] for k in planned)
+        if key not in counted:
+            counted[key] = forward_flops(plan, in_channels, num_classes, w, patch_size)
+        return counted[key]
+
     lo, hi = 0.0, 1.0 - 1e-9  # FLOPs fall as the ratio rises
     best = (planned, flops(planned))
     for _ in range(40):

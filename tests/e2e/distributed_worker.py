@@ -3,12 +3,14 @@ one-process reference): trains the small demo through the trainer API, with the 
 trainer config given in a JSON spec, and saves after every epoch the state that every rank must agree on
 (widths, weights, optimizer state, schedule state) to ``DUMP/rank{R}/epoch{E}.pt``.
 
-``python distributed_worker.py SPEC.json [--continue] [--exit-after-epoch E]``.
+``python distributed_worker.py SPEC.json [--continue] [--snapshot-after-epoch E]``: the snapshot is a copy of
+``checkpoint_latest.pth`` as it stood after epoch E (``DUMP/snapshot.pth``), to resume from elsewhere.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +26,7 @@ from trainers import TRAINERS
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     resume = "--continue" in argv
-    exit_after = int(argv[argv.index("--exit-after-epoch") + 1]) if "--exit-after-epoch" in argv else None
+    snapshot_after = int(argv[argv.index("--snapshot-after-epoch") + 1]) if "--snapshot-after-epoch" in argv else None
     torch.set_num_threads(1)
     world = distributed.world_from_env(os.environ)
     device = distributed.start(world, "cpu", timeout_s=120)
@@ -43,10 +45,17 @@ def main(argv: list[str]) -> int:
         torch.save({"widths": trainer.network.widths(), "weights": trainer.network.state_dict(),
                     "optimizer": trainer.optimizer.state_dict()["state"], "extras": trainer.checkpoint_extras(),
                     "train_loss": metrics["train_loss"]}, dump / f"epoch{epoch}.pt")
-        if epoch == exit_after:
-            os._exit(3)  # an interruption before this epoch's checkpoint is written
+
+    save = trainer.save
+
+    def save_then_snapshot(name: str):
+        path = save(name)
+        if name == "latest" and world.is_main and snapshot_after is not None and trainer.epoch == snapshot_after + 1:
+            shutil.copyfile(path, Path(spec["dump"]) / "snapshot.pth")
+        return path
 
     trainer.on_epoch_end = epoch_end_then_dump
+    trainer.save = save_then_snapshot
     trainer.fit(resume=resume, progress=False)
     distributed.stop()
     return 0

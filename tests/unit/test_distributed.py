@@ -85,6 +85,8 @@ def _two_ranks(rank: int, port: int) -> None:
             dist.all_reduce(grad)
             assert torch.allclose(grad, whole.grad, rtol=0, atol=1e-14), (batch_dice, (grad - whole.grad).abs().max())
             assert abs(world.mean(float(loss)) - float(loss_fn(logits, target))) < 1e-14
+        scores = torch.rand(3, 5, dtype=torch.float64)  # per-sample scores of a global batch of 3, split 2 + 1
+        assert torch.allclose(world.sample_mean(scores[list(world.positions)].mean(0)), scores.mean(0), atol=1e-15)
         assert world.broadcast({"from": rank}) == {"from": 0}
         world.check_identical({"same": 7}, "in a test")
         with pytest.raises(RuntimeError, match=r"diverged in a test: weights differ between ranks"):

@@ -100,3 +100,29 @@ def test_2d_configuration_trains_and_validates(results_paths):
     summary = t.fit(progress=False)
     assert t.network.plan.dim == 2 and len(summary["cases"]) == len(t.val_ids)
     assert (t.output_dir / "checkpoint_final.pth").is_file()
+
+
+def test_a_lost_peer_stops_a_distributed_run_with_a_resume_hint(results_paths, monkeypatch):
+    """What rank 0 says when another process dies (gloo raises a plain RuntimeError); other errors pass as they
+    are. Rank 0 of a world of 2 here, without a process group: the patched epoch raises before any collective."""
+    from sauronnet.distributed import DistributedRunError, World
+
+    plans = Plans.load(results_paths.preprocessed / "Dataset001_Demo" / "cpu" / "plans.json")
+    t = Trainer(plans, "3d_fullres", "0", results_paths, TINY, "cpu", World(0, 2))
+    assert list(t.world.positions) == [0] and t.world.share == 1.0  # batch 2: one sample per rank
+
+    def lost(*args):
+        raise RuntimeError("[../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:40112: Connection reset by peer")
+
+    monkeypatch.setattr(t, "_run_epoch", lost)
+    with pytest.raises(DistributedRunError, match=r"rank 0 of 2 stopped in epoch 0: another training process died.*"
+                                                  r"checkpoint_latest.pth .*--continue"):
+        t.fit(progress=False)
+
+    def bug(*args):
+        raise RuntimeError("Input type (float) and bias type (double) should be the same")
+
+    monkeypatch.setattr(t, "_run_epoch", bug)
+    with pytest.raises(RuntimeError, match="bias type") as info:
+        t.fit(progress=False)
+    assert not isinstance(info.value, DistributedRunError)
