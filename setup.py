@@ -11,6 +11,8 @@ TRAIN = [
     "scikit-learn>=1.2",
     # progress.png (training curves)
     "matplotlib>=3.6",
+    # sauron_inspect's channel montages (one image, not one plot per channel); matplotlib needs it anyway
+    "pillow>=9",
     # sauron_export --onnx: torch's dynamo exporter needs onnxscript; the export is checked in onnxruntime
     "onnx>=1.16",
     "onnxscript>=0.1",

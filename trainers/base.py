@@ -99,8 +99,10 @@ def poly_lr(epoch: int, epochs: int, initial_lr: float, exponent: float = 0.9) -
 def resolve_training_precision(requested: str, device: torch.device) -> str:
     """``auto`` trains with float16 AMP on CUDA and in fp32 on the CPU; ``bf16`` needs native bfloat16; ``fp64``
     trains in float64."""
-    if requested == "fp64" or (requested == "auto" and device.type == "cpu"):
-        return "fp32" if requested == "auto" else "fp64"
+    if requested == "fp64":
+        return "fp64"
+    if requested == "auto" and device.type == "cpu":
+        return "fp32"
     return resolve_precision(requested, device, training=True)
 
 

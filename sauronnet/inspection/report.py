@@ -13,27 +13,43 @@ from sauronnet.io import write_channels
 from sauronnet.serialization import write_json_atomic
 
 
+#: each tile of a montage is scaled up (nearest neighbour) to at least this many pixels on its longer side
+MIN_TILE = 48
+TITLE_HEIGHT = 14
+
+
 def montage(maps: np.ndarray, path: Path, title: str) -> None:
-    """A grid of the central z slice of every channel of ``maps`` (C, z, y, x), each scaled to its own range."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """A grid of the central z slice of every channel of ``maps`` (C, z, y, x), each scaled to its own range and
+    numbered in its top-left corner (channel i in row i // cols, column i % cols), under a line with ``title``.
+
+    Drawn as one image (Pillow) rather than one plot per channel: a 320-channel layer takes milliseconds, not the
+    half minute of a matplotlib figure with 320 axes.
+    """
+    from PIL import Image, ImageDraw
 
     c = maps.shape[0]
+    tiles = maps[:, maps.shape[1] // 2].astype(np.float32)  # (C, y, x)
+    lo = tiles.min(axis=(1, 2), keepdims=True)
+    span = tiles.max(axis=(1, 2), keepdims=True) - lo
+    tiles = (tiles - lo) / np.where(span > 0, span, 1)
+    zoom = max(1, math.ceil(MIN_TILE / max(tiles.shape[1:])))
+    tiles = tiles.repeat(zoom, axis=1).repeat(zoom, axis=2)
     cols = math.ceil(math.sqrt(c))
     rows = math.ceil(c / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.4), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < c:
-            ax.imshow(maps[i, maps.shape[1] // 2], cmap="gray")
-            ax.set_title(str(i), fontsize=6)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+    h, w, gap = tiles.shape[1], tiles.shape[2], 2
+    canvas = np.full((TITLE_HEIGHT + gap + rows * (h + gap), gap + cols * (w + gap)), 0.25, np.float32)
+    for i in range(c):
+        top, left = TITLE_HEIGHT + gap + (i // cols) * (h + gap), gap + (i % cols) * (w + gap)
+        canvas[top:top + h, left:left + w] = tiles[i]
+    image = Image.fromarray(np.round(canvas * 255).astype(np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    draw.text((gap, 1), title, fill=(255, 255, 255))
+    for i in range(c):
+        draw.text((gap + (i % cols) * (w + gap) + 1, TITLE_HEIGHT + gap + (i // cols) * (h + gap)), str(i),
+                  fill=(255, 220, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}")
-    fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    image.save(tmp, format="PNG")
     tmp.replace(path)
 
 
