@@ -42,12 +42,15 @@ def main(argv=None) -> int:
     parser.add_argument("--gpus", type=int, default=1, help="processes (one per GPU) for the training run")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--iters", type=int, default=25)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                        help="cpu: run the same steps on the CPU (fp32), to check the script itself")
     args = parser.parse_args(argv)
     import torch
-    if not torch.cuda.is_available():
-        print("no CUDA device here: this check needs one")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device here: this check needs one (--device cpu checks the script itself)")
         return 2
-    print(f"torch {torch.__version__}, {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
+    if args.device == "cuda":
+        print(f"torch {torch.__version__}, {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
     work = args.work or Path(tempfile.mkdtemp(prefix="sauron_cuda_"))
     env = dict(os.environ, SAURON_RAW=str(work / "raw"), SAURON_PREPROCESSED=str(work / "preprocessed"),
                SAURON_RESULTS=str(work / "results"), PYTHONPATH=str(ROOT))
@@ -55,7 +58,7 @@ def main(argv=None) -> int:
     try:
         _run([str(BIN / "sauron_demo_data"), "--train", "10", "--test", "3", "--overwrite"], env)
         _run([str(BIN / "sauron_plan_and_preprocess"), "-d", "1", "--preset", "cpu"], env)
-        train = ["1", "0", "--device", "cuda", "--epochs", str(args.epochs), "--iters", str(args.iters),
+        train = ["1", "0", "--device", args.device, "--epochs", str(args.epochs), "--iters", str(args.iters),
                  "--val-iters", "5", "--tau0", "0.4", "--tau-max", "0.6", "--kappa", "1", "--overwrite",
                  "--no-progress"]
         if args.gpus > 1:
@@ -66,7 +69,8 @@ def main(argv=None) -> int:
         fold = work / "results" / "Dataset001_Demo" / "SauronTrainer__cpu__3d_fullres" / "fold_0"
         metrics = [json.loads(line) for line in (fold / "metrics.jsonl").read_text().splitlines()]
         losses = [m[k] for m in metrics for k in ("train_loss", "val_loss")]
-        checks.append(("every loss finite under AMP", all(math.isfinite(v) for v in losses),
+        arithmetic = "AMP" if args.device == "cuda" else "fp32"
+        checks.append((f"every loss finite ({arithmetic})", all(math.isfinite(v) for v in losses),
                        f"{len(metrics)} epochs, last train loss {metrics[-1]['train_loss']:.4f}"))
         summary = json.loads((fold / "pruning_summary.json").read_text())
         checks.append(("channels removed", summary["parameters_after"] < summary["parameters_before"],
@@ -78,12 +82,12 @@ def main(argv=None) -> int:
                        f"{sum(net.widths().values())} channels"))
         model = fold.parent
         images = work / "raw" / "Dataset001_Demo" / "imagesTs"
-        for device in ("cuda", "cpu"):
-            _run([str(BIN / "sauron_predict"), "-i", str(images), "-o", str(work / f"pred_{device}"), "-m",
-                  str(model), "-f", "0", "--device", device, "--precision", "fp32"], env)
+        for folder, device in (("pred_trained_device", args.device), ("pred_cpu", "cpu")):
+            _run([str(BIN / "sauron_predict"), "-i", str(images), "-o", str(work / folder), "-m", str(model), "-f",
+                  "0", "--device", device, "--precision", "fp32"], env)
         import SimpleITK as sitk
         agree, total = 0, 0
-        for gpu_file in sorted((work / "pred_cuda").glob("*.nii.gz")):
+        for gpu_file in sorted((work / "pred_trained_device").glob("*.nii.gz")):
             a = sitk.GetArrayFromImage(sitk.ReadImage(str(gpu_file)))
             b = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "pred_cpu" / gpu_file.name)))
             agree, total = agree + int((a == b).sum()), total + a.size
