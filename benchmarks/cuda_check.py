@@ -91,7 +91,7 @@ def main(argv=None) -> int:
             a = sitk.GetArrayFromImage(sitk.ReadImage(str(gpu_file)))
             b = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "pred_cpu" / gpu_file.name)))
             agree, total = agree + int((a == b).sum()), total + a.size
-        checks.append(("CPU labels equal GPU labels", total > 0 and agree / total >= 0.999,
+        checks.append((f"CPU labels equal {args.device.upper()} labels", total > 0 and agree / total >= 0.999,
                        f"{agree}/{total} voxels agree ({100 * agree / max(total, 1):.4f} %)"))
     finally:
         if args.work is None:
