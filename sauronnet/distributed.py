@@ -2,7 +2,7 @@
 collectives the trainer needs.
 
 A run launched by ``torchrun`` has one process per device; :func:`world_from_env` reads torchrun's variables
-(cli.py hands it ``os.environ``) and :func:`start` opens the process group (NCCL on CUDA, gloo on the CPU).
+(cli.py hands it the process environment) and :func:`start` opens the process group (NCCL on CUDA, gloo on the CPU).
 Everything here is a no-op for a single process, so the trainer calls it unconditionally.
 
 How the global batch is shared (:func:`batch_positions`): the plans' batch size is the *global* batch; rank ``r``
