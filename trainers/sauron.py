@@ -56,6 +56,9 @@ class SauronConfig(TrainerConfig):
     dice_guard: float | None = None
     #: non-paper: never prune the block that feeds the final segmentation head (False: prune it, as the paper)
     protect_last_block: bool = False
+    #: non-paper: no patience after a threshold step that removed nothing from its layer (see
+    #: sauronnet.pruning.schedule; False: patience ρ after every step, as the paper)
+    skip_empty_patience: bool = False
     #: warn when the EMA pseudo-Dice ends this far below its best while channels were removed
     dice_drop_warning: float = 0.05
 
@@ -161,7 +164,8 @@ class SauronTrainer(PruningTrainer):
                     keep[name] = torch.nonzero(~prune).flatten()
             self._states_now[name] = state
             if not paused:
-                self.layer_states[name] = record_pruning(state, width, removed)
+                self.layer_states[name] = record_pruning(state, width, removed,
+                                                         s.rho if self.config.skip_empty_patience else None)
         self._scores, self._references = {}, {}
         return keep
 

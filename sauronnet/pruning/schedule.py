@@ -10,6 +10,12 @@ and a patience counter. At every epoch end: if patience > 0 it is decremented; o
    so the paper's numbers were produced without it: ``val_test="reference"`` reproduces that, ``"intended"``
    applies the test the code meant);
 4. the previous pruning removed fewer than ⌈μ · previous width⌉ channels of this layer.
+
+Non-paper option ``skip_empty_patience``: a step after which the layer loses no channel is followed by no
+patience, so a threshold climbs through the part of the grid that removes nothing at one step per converged
+epoch instead of one per ρ + 1; patience still follows every step that removed channels. It is meant for a
+trained model (``--init-from``), whose loss is flat from the start and whose channels all lie far above the
+first grid values, where the paper's schedule spends ~50 epochs on steps that remove nothing.
 """
 from __future__ import annotations
 
@@ -84,5 +90,9 @@ def advance(state: LayerState, losses_ok: bool, s: SauronSettings) -> LayerState
     return state
 
 
-def record_pruning(state: LayerState, width_before: int, removed: int) -> LayerState:
+def record_pruning(state: LayerState, width_before: int, removed: int, rho: int | None = None) -> LayerState:
+    """Records the epoch's removals; with ``rho`` (``skip_empty_patience``) a step taken this epoch (patience
+    just set to ρ) that removed nothing leaves no patience."""
+    if rho is not None and removed == 0 and state.patience == rho:
+        state = replace(state, patience=0)
     return replace(state, last_removed=removed, width_before_last=width_before)

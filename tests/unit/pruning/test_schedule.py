@@ -81,3 +81,26 @@ def test_reference_val_test_ignores_validation_minima():
     assert not losses_converged(train[:-1] + [0.5], improving, rho=5, val_test="reference")  # no plateau
     with pytest.raises(ValueError, match="intended"):
         losses_converged(train, improving, rho=5, val_test="always")
+
+
+def test_skip_empty_patience_climbs_one_step_per_epoch_until_a_step_removes_channels():
+    # the scripted run's flat loss, from epoch 5 on converged every epoch: with the option a step that removes
+    # nothing leaves no patience, so the threshold climbs each epoch; the step that removes channels (epoch 8)
+    # gets the paper's patience and the 2 % rule holds the next step while the layer is still losing channels
+    s = SauronSettings(rho=5)
+    removed_at = {8: 3}
+    paper, fast = LayerState(), LayerState()
+    fast_steps, paper_steps = [], []
+    for e in range(16):
+        fast = advance(fast, e >= 5, s)
+        fast = record_pruning(fast, 32, removed_at.get(e, 0), s.rho)
+        paper = record_pruning(advance(paper, e >= 5, s), 32, 0)
+        fast_steps.append(fast.step)
+        paper_steps.append(paper.step)
+    assert fast_steps == [0] * 5 + [1, 2, 3, 4] + [4] * 5 + [5, 6]
+    assert paper_steps == [0] * 5 + [1] * 6 + [2] * 5
+    # without the option the same removals change nothing about the patience
+    assert record_pruning(LayerState(step=1, patience=5), 32, 0).patience == 5
+    assert record_pruning(LayerState(step=1, patience=5), 32, 0, 5).patience == 0
+    assert record_pruning(LayerState(step=1, patience=5), 32, 2, 5).patience == 5
+    assert record_pruning(LayerState(step=1, patience=3), 32, 0, 5).patience == 3  # not a step of this epoch

@@ -7,6 +7,7 @@ from sauronnet.inference.torch_network import load_fold_network
 from sauronnet.networks.unet import default_widths
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
+from sauronnet.pruning.schedule import LayerState
 from sauronnet.checkpoint import load_checkpoint
 from trainers.base import with_overrides
 from trainers.sauron import SauronConfig, SauronTrainer
@@ -150,12 +151,12 @@ def test_invalid_sauron_options_are_refused():
             with_overrides(FAST, **bad)
 
 
-def _epoch_end_with_zero_scores(t, ema_history, ema_now):
-    """One epoch end whose δ_prune is 0 for every channel (all but the reference would go) after a history of
-    EMA pseudo-Dice values."""
+def _epoch_end_with_zero_scores(t, ema_history, ema_now, score=0.0):
+    """One epoch end whose δ_prune is ``score`` for every channel (0: all but the reference would go) after a
+    history of EMA pseudo-Dice values."""
     t.history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": v}
                  for e, v in enumerate(ema_history)]
-    t._scores = {name: [torch.zeros(w)] for name, w in t.network.widths().items()}
+    t._scores = {name: [torch.full((w,), score)] for name, w in t.network.widths().items()}
     t._references = {name: 0 for name in t._scores}
     metrics = {"epoch": len(ema_history), "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": ema_now}
     t.on_epoch_end(len(ema_history), metrics)
@@ -174,6 +175,16 @@ def test_dice_guard_pauses_pruning_while_dice_is_down(results_paths):
     paper = make(results_paths)  # no guard, as the paper
     assert not _epoch_end_with_zero_scores(paper, [0.5, 0.9, 0.85], 0.2)["sauron_paused"]
     assert sum(paper.network.widths().values()) == len(states)
+
+
+def test_skip_empty_patience_drops_the_patience_of_steps_that_removed_nothing(results_paths):
+    for skip, patience in ((False, FAST.rho), (True, 0)):
+        t = make(results_paths, with_overrides(FAST, skip_empty_patience=skip))
+        widths = dict(t.network.widths())
+        t.layer_states = {k: LayerState(width_before_last=w) for k, w in widths.items()}  # a recorded epoch
+        _epoch_end_with_zero_scores(t, [0.5, 0.5, 0.5], 0.5, score=1.0)  # flat losses: every layer steps
+        assert t.network.widths() == widths
+        assert all((s.step, s.patience) == (1, patience) for s in t.layer_states.values())
 
 
 def test_protect_last_block_keeps_the_head_input_whole(results_paths):
