@@ -18,7 +18,10 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   constants: the paper's claim is about nnU-Net-sized networks, and 2D keeps them affordable here;
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
-  ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``.
+  ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
+  ablation ``--lambda 0`` (no clustering term) and a faster threshold climb ``--kappa 5`` (non-paper: 5 steps
+  to τ_max instead of 15) or ``--skip-empty-patience`` (non-paper: no patience after a step that removed
+  nothing), each also with ``--seed 2`` to measure the seed-to-seed spread.
 
 Printed (and written with ``--json`` for ``make bench``): per model forward FLOPs and parameters (one patch,
 ``torch.utils.flop_counter``), CPU sliding-window time per test case (no TTA; every model interleaved case by
@@ -87,7 +90,14 @@ def runs(args) -> dict[str, Run]:
             Model("sauron_init_reference_val_test", flags=("--val-test", "reference"), **init),
             Model("sauron_init_prune_batches_4", flags=("--prune-batches", "4"), **init),
             Model("sauron_init_dice_guard", flags=("--dice-guard", "0.05"), **init),
-            Model("sauron_init_protect_last_block", flags=("--protect-last-block",), **init)]),
+            Model("sauron_init_protect_last_block", flags=("--protect-last-block",), **init),
+            Model("sauron_init_lambda0", flags=("--lambda", "0"), **init),
+            Model("sauron_init_kappa5", flags=("--kappa", "5"), **init),
+            Model("sauron_init_seed2", flags=("--seed", "2"), **init),
+            Model("sauron_init_lambda0_seed2", flags=("--lambda", "0", "--seed", "2"), **init),
+            Model("sauron_init_kappa5_seed2", flags=("--kappa", "5", "--seed", "2"), **init),
+            Model("sauron_init_skip_empty", flags=("--skip-empty-patience",), **init),
+            Model("sauron_init_skip_empty_seed2", flags=("--skip-empty-patience", "--seed", "2"), **init)]),
     }
 
 
@@ -240,16 +250,17 @@ def plot_curves(bench: Bench, run_name: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(4, 1, figsize=(10, 13), sharex=False)
-    for m in bench.run.models:
+    for i, m in enumerate(bench.run.models):
         metrics, layers = bench.history(m)
         epochs = [h["epoch"] for h in metrics]
+        style = dict(label=m.name, color=f"C{i % 10}", linestyle="-" if i < 10 else "--")  # one colour per model
         if layers:
             axes[0].plot([e["epoch"] for e in layers], [f / 1e9 for f in flops_per_epoch(bench, m, layers)],
-                         label=m.name)
+                         **style)
             axes[1].plot([e["epoch"] for e in layers],
-                         [sum(v["width"] for v in e["layers"].values()) for e in layers], label=m.name)
-        axes[2].plot(epochs, [h["ema_pseudo_dice"] for h in metrics], label=m.name)
-        axes[3].plot(epochs, [h["epoch_time"] for h in metrics], label=m.name)
+                         [sum(v["width"] for v in e["layers"].values()) for e in layers], **style)
+        axes[2].plot(epochs, [h["ema_pseudo_dice"] for h in metrics], **style)
+        axes[3].plot(epochs, [h["epoch_time"] for h in metrics], **style)
     for ax, label in zip(axes, ["forward GFLOP (one patch)", "channels, all prunable layers",
                                 "validation pseudo-Dice (EMA)", "epoch time (s)"]):
         ax.set_ylabel(label)
@@ -278,6 +289,9 @@ def main(argv=None) -> int:
                         help="only these models of the run (the unpruned Trainer is always included)")
     parser.add_argument("--reuse", action="store_true", help="keep models already trained with the same budget")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train the selected models and stop (to train several in parallel, each with "
+                             "--threads 1; then score them all with one --reuse run)")
     args = parser.parse_args(argv)
     run = runs(args)[args.run]
     for k in ("epochs", "iters", "init_epochs", "init_iters", "val_iters", "batch_size"):
@@ -291,11 +305,10 @@ def main(argv=None) -> int:
     bench = Bench(args.dataset, run, args.threads)
     t0 = time.perf_counter()
     bench.prepare()
-    train_time = {}
     for m in run.models:
-        t = time.perf_counter()
         bench.train(m, args.reuse)
-        train_time[m.name] = time.perf_counter() - t
+    if args.train_only:
+        return 0
     dice = {m.name: bench.evaluate(m) for m in run.models}
     size = {m.name: bench.complexity(m) for m in run.models}
     infer = bench.inference_times()
@@ -315,7 +328,7 @@ def main(argv=None) -> int:
              f"command: .venv/bin/python {cmd}", "",
              "| model | fwd GFLOP | FLOPs removed | params | params removed | inference s/case | speed-up | "
              + " | ".join(f"Dice {c}" for c in labels) + " | mean Dice | ΔDice | epochs | first / last epoch s | "
-             "train time s |",
+             "train time s (sum of its epochs) |",
              "|" + "---|" * (12 + len(labels))]
     rows = []
     for m in run.models:
@@ -329,7 +342,7 @@ def main(argv=None) -> int:
                      f"{infer[base] / infer[m.name]:.2f}x | "
                      + " | ".join(f"{d['mean'][str(c)]['dice']:.4f}" for c in labels)
                      + f" | {d['foreground_mean_dice']:.4f} | {change:+.4f} | {len(metrics)} | "
-                       f"{first:.2f} / {last:.2f} | {train_time[m.name]:.0f} |")
+                       f"{first:.2f} / {last:.2f} | {sum(h['epoch_time'] for h in metrics):.0f} |")
         if m.name == base:
             continue
         what = f"Sauron compression: {args.run} {m.name} ({run.preset} {run.configuration})"
