@@ -97,7 +97,10 @@ def runs(args) -> dict[str, Run]:
             Model("sauron_init_lambda0_seed2", flags=("--lambda", "0", "--seed", "2"), **init),
             Model("sauron_init_kappa5_seed2", flags=("--kappa", "5", "--seed", "2"), **init),
             Model("sauron_init_skip_empty", flags=("--skip-empty-patience",), **init),
-            Model("sauron_init_skip_empty_seed2", flags=("--skip-empty-patience", "--seed", "2"), **init)]),
+            Model("sauron_init_skip_empty_seed2", flags=("--skip-empty-patience", "--seed", "2"), **init),
+            Model("sauron_init_lambda0_skip_empty", flags=("--lambda", "0", "--skip-empty-patience"), **init),
+            Model("sauron_init_lambda0_skip_empty_seed2", flags=("--lambda", "0", "--skip-empty-patience", "--seed", "2"),
+                  **init)]),
     }
 
 

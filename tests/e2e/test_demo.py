@@ -14,12 +14,12 @@ def test_demo_trains_prunes_and_reports(data_roots, monkeypatch, capsys):
         sauronnet.demo.DemoSpec, n_train=5, n_test=1, size_xyz=SMALL_DEMO.size_xyz, size_jitter=2))
     monkeypatch.setattr(cli, "DEMO_TRAIN", ["--epochs", "1", "--iters", "2", "--val-iters", "1", "--workers", "0"])
     monkeypatch.setattr(cli, "DEMO_PRUNE", ["--epochs", "2", "--iters", "2", "--val-iters", "1", "--workers", "0",
-                                            "--kappa", "1", "--tau-max", "0.9", "--rho", "1"])
+                                            "--kappa", "1", "--tau-max", "0.9", "--rho", "1", "--lambda", "0"])
     assert cli.demo_main(["--no-progress"]) == 0
     out = capsys.readouterr().out
     report = out[out.index("== SauronNet demo report =="):]
     for text in ("unpruned   pruned by Sauron", "test Dice lesion", "test Dice vessel", "forward FLOPs per patch",
-                 "% removed", "--stop-after 10"):
+                 "% removed", "--stop-after 10", "--lambda 0, no clustering term"):
         assert text in report
     results = data_roots[2] / "Dataset001_Demo"
     pruned = results / "SauronTrainer__cpu__3d_fullres" / "fold_all"
@@ -33,3 +33,11 @@ def test_demo_trains_prunes_and_reports(data_roots, monkeypatch, capsys):
     for name in ("Trainer", "SauronTrainer"):
         scores = json.loads((results / f"demo_test_predictions_{name}" / "summary.json").read_text())
         assert set(scores["mean"]) == {"1", "2"}
+
+
+def test_every_non_budget_flag_of_the_demo_pruning_phase_is_explained_in_its_report():
+    budget = {"--epochs", "--iters", "--val-iters"}
+    flags = [f for f in cli.DEMO_PRUNE if f.startswith("--") and f not in budget]  # flag names, not values
+    assert flags, "the demo's pruning phase should say which non-paper settings it uses"
+    assert set(flags) == set(cli.DEMO_NON_PAPER)
+    assert all(len(reason) > 20 for reason in cli.DEMO_NON_PAPER.values())
