@@ -797,7 +797,7 @@ DEMO_PRUNE = ["--epochs", "150", "--iters", "5", "--val-iters", "4", "--lambda",
 #: why the demo's pruning phase departs from the paper, per setting (measured: README "Two ways to a small model")
 DEMO_NON_PAPER = {
     "--lambda": "0, no clustering term: pruning this trained demo model, the term (the paper's 0.5) cost Dice and "
-                "left more FLOPs in all 3 measured runs; on toy64 it did not (same FLOPs, better small-class Dice), "
+                "left more FLOPs in all 3 measured runs; on toy64 it did not (same FLOPs, better vessel Dice), "
                 "so sauron_train keeps the paper's 0.5 (README: 'Two ways to a small model')",
 }
 
