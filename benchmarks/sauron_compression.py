@@ -77,6 +77,12 @@ class Run:
     batch_size: int | None = None
 
 
+#: ablation variants run with the default seed and with seed 2 (the seed-to-seed spread): name suffix, flags
+SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--kappa", "5")),
+                   ("_skip_empty", ("--skip-empty-patience",)),
+                   ("_lambda0_skip_empty", ("--lambda", "0", "--skip-empty-patience"))]
+
+
 def runs(args) -> dict[str, Run]:
     init = dict(init_from_unpruned=True)
     return {
@@ -84,23 +90,15 @@ def runs(args) -> dict[str, Run]:
         "init3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init)]),
         "single2d": Run("2d", "nnunet", [Model(UNPRUNED, UNPRUNED), Model("sauron")]),
         "ablation": Run("3d_fullres", "cpu", [
-            Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init),
+            Model(UNPRUNED, UNPRUNED),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
             Model("sauron_init_minmax_maps", flags=("--score-maps", "minmax"), **init),
             Model("sauron_init_reference_val_test", flags=("--val-test", "reference"), **init),
             Model("sauron_init_prune_batches_4", flags=("--prune-batches", "4"), **init),
             Model("sauron_init_dice_guard", flags=("--dice-guard", "0.05"), **init),
             Model("sauron_init_protect_last_block", flags=("--protect-last-block",), **init),
-            Model("sauron_init_lambda0", flags=("--lambda", "0"), **init),
-            Model("sauron_init_kappa5", flags=("--kappa", "5"), **init),
-            Model("sauron_init_seed2", flags=("--seed", "2"), **init),
-            Model("sauron_init_lambda0_seed2", flags=("--lambda", "0", "--seed", "2"), **init),
-            Model("sauron_init_kappa5_seed2", flags=("--kappa", "5", "--seed", "2"), **init),
-            Model("sauron_init_skip_empty", flags=("--skip-empty-patience",), **init),
-            Model("sauron_init_skip_empty_seed2", flags=("--skip-empty-patience", "--seed", "2"), **init),
-            Model("sauron_init_lambda0_skip_empty", flags=("--lambda", "0", "--skip-empty-patience"), **init),
-            Model("sauron_init_lambda0_skip_empty_seed2", flags=("--lambda", "0", "--skip-empty-patience", "--seed", "2"),
-                  **init)]),
+            *[Model(f"sauron_init{name}{suffix}", flags=flags + seed, **init)
+              for name, flags in SEEDED_VARIANTS for suffix, seed in (("", ()), ("_seed2", ("--seed", "2")))]]),
     }
 
 
