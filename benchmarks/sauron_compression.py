@@ -287,7 +287,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, help="replace the plans' batch size (default: as planned)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help="only these models of the run (the unpruned Trainer is always included)")
+                        help="only these models of the run (the unpruned Trainer is always scored; with --train-only "
+                             "it is trained only if named, or if an --init-from model needs it)")
     parser.add_argument("--reuse", action="store_true", help="keep models already trained with the same budget")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
     parser.add_argument("--train-only", action="store_true",
@@ -307,7 +308,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     bench.prepare()
     for m in run.models:
-        bench.train(m, args.reuse)
+        # --train-only --models A B: train A and B alone (the unpruned model only where named, or where an
+        # --init-from model needs it and it is missing), so that several processes can train side by side
+        named = not (args.train_only and args.models) or m.name in args.models
+        if named or (m.name == UNPRUNED and any(x.init_from_unpruned for x in run.models)):
+            bench.train(m, args.reuse or (not named))
     if args.train_only:
         return 0
     dice = {m.name: bench.evaluate(m) for m in run.models}
