@@ -9,8 +9,9 @@ live in :class:`TrainerConfig`, never in ``__init__``.
 
 Outputs (``SAURON_RESULTS/DatasetXXX/TRAINER__PRESET__CONFIG/fold_F/``): ``checkpoint_latest.pth`` (every epoch,
 atomic), ``checkpoint_best.pth`` (best EMA pseudo-Dice), ``checkpoint_final.pth``, ``plans.json``,
-``dataset.json``, ``metrics.jsonl``, ``progress.png``, ``validation/summary.json``; ``training.log`` is written by
-the command line's log handler.
+``dataset.json``, ``metrics.jsonl`` (every epoch), ``progress.png`` (at most every ``plot_interval`` seconds
+and after the last epoch), ``validation/summary.json``; ``training.log`` is written by the command line's log
+handler.
 
 Distributed runs (torchrun, one process per device; :mod:`sauronnet.distributed`): every rank trains its share of
 the global batch through ``DistributedDataParallel`` (:meth:`Trainer.training_model`), the epoch's training loss
@@ -150,6 +151,9 @@ class Trainer:
 
     name = "Trainer"
     config_class = TrainerConfig
+    #: seconds between two drawings of ``progress.png`` (always drawn after the last epoch): drawing it after
+    #: every epoch cost ~0.5-1 s, a third of a 5-iteration epoch of a small network
+    plot_interval = 30.0
 
     def __init__(self, plans: Plans, configuration: str, fold: str, paths: Paths, config: TrainerConfig,
                  device: str | torch.device = "cpu", world: World | None = None):
@@ -177,6 +181,7 @@ class Trainer:
         self.ema_dice: float | None = None
         self.best_ema = -math.inf
         self.history: list[dict] = []
+        self._plotted_at = -math.inf
 
     # ---- data ------------------------------------------------------------------------------------------------
     def _split(self) -> tuple[list[str], list[str]]:
@@ -471,6 +476,8 @@ class Trainer:
                 val_stream.close()
         self._ddp = None
         self.save("final")
+        if main:
+            self.draw_progress(force=True)
         if not main:
             return {}  # rank 0 validates; no collective follows, so no rank waits through it
         return self.on_train_end(self.final_validation(progress))
@@ -514,6 +521,7 @@ class Trainer:
             with atomic_path(self.output_dir / "checkpoint_best.pth") as tmp:
                 shutil.copyfile(self.output_dir / "checkpoint_latest.pth", tmp)
         self.write_metrics()
+        self.draw_progress()
         logger.info("epoch %d: train loss %.4f, val loss %.4f, pseudo-Dice %s, EMA %.4f, lr %.5f, %.1f s",
                     epoch, metrics["train_loss"], metrics["val_loss"],
                     {k: round(v, 4) for k, v in dice.items()}, self.ema_dice or float("nan"), lr,
@@ -527,10 +535,16 @@ class Trainer:
             shutil.copyfile(src, self.output_dir / "dataset.json")
 
     def write_metrics(self) -> None:
-        """Writes ``metrics.jsonl`` and ``progress.png`` after every epoch; variants add their own files."""
+        """Writes ``metrics.jsonl`` after every epoch; variants add their own files."""
         write_text_atomic(self.output_dir / "metrics.jsonl",
                           "".join(json.dumps(to_jsonable(m)) + "\n" for m in self.history))
-        plot_progress(self.history, self.output_dir / "progress.png", self.progress_panels())
+
+    def draw_progress(self, force: bool = False) -> None:
+        """Draws ``progress.png`` when ``plot_interval`` seconds have passed since the last drawing (or ``force``)."""
+        now = time.monotonic()
+        if force or now - self._plotted_at >= self.plot_interval:
+            plot_progress(self.history, self.output_dir / "progress.png", self.progress_panels())
+            self._plotted_at = now
 
     def final_validation(self, progress: bool = True) -> dict:
         """Predicts every validation case like ``sauron_predict`` does (sliding window, no TTA), exports it onto

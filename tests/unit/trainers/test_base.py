@@ -68,6 +68,21 @@ def test_resume_reproduces_uninterrupted_training(results_paths, tmp_path):
     assert list(h["train_loss"] for h in resumed.history) == [h["train_loss"] for h in straight.history]
 
 
+def test_progress_plot_is_drawn_once_per_interval_and_after_the_last_epoch(results_paths, monkeypatch):
+    import trainers.base as base
+    drawn = []
+    monkeypatch.setattr(base, "plot_progress", lambda history, path, panels: drawn.append(len(history)))
+    t = make_trainer(results_paths, with_overrides(TINY, epochs=3))
+    t.plot_interval = 3600.0
+    t.fit(progress=False)
+    assert drawn == [1, 3]  # the first epoch, then none within the interval, then after the last epoch
+    drawn.clear()
+    every = make_trainer(results_paths, with_overrides(TINY, epochs=2), fold="1")
+    every.plot_interval = 0.0
+    every.fit(progress=False)
+    assert drawn == [1, 2, 2]
+
+
 def test_outputs(results_paths):
     t = make_trainer(results_paths, with_overrides(TINY, epochs=2))
     summary = t.fit(progress=False)
