@@ -9,6 +9,10 @@ Measured in one run, same threads, medians of ``--repeats`` timed calls after on
 - the chip: a 2048² GEMM in fp32 and bf16, and a Conv3d 32→32, 3³ on 64×96×96 in fp32, fp32 channels-last, bf16
   autocast and bf16 channels-last. On a CPU without native bfloat16 (no AMX-BF16 / AVX512-BF16) the bf16 kernels
   are reference loops; they are measured on a 512² GEMM and an 8³·16-channel conv instead, marked "emulated";
+- narrow convolutions, as pruning leaves them: a Conv3d c→c, 3³ on 48×96×112 for c = 4, 8, 16, 32, its time and
+  rate, forward (inference) and forward + backward (training, weights and inputs) in the default layout and in
+  channels-last. A pruned network's time falls with its width, its FLOPs with the square of it: the rate shows
+  how much of the FLOP reduction a pruned layer turns into speed;
 - the networks: one inference forward (batch 1, deep supervision off, as each sliding-window tile) of the toy64
   ``nnunet`` 3D plan (patch 64×80×64, widths 32…320) and of its ``cpu`` plan, unpruned and Sauron-pruned (the widths
   of ``--pruned CKPT``, default: the newest pruned cpu-plan checkpoint of ``benchmarks/sauron_compression.py``),
@@ -63,6 +67,23 @@ def conv_rate(channels: int, shape: tuple[int, int, int], bf16: bool, channels_l
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             conv(x)
     return flops / timed(run, repeats) / 1e9
+
+
+def narrow_conv_seconds(channels: int, shape: tuple[int, int, int], backward: bool, channels_last: bool,
+                        repeats: int) -> float:
+    """Seconds of one oneDNN Conv3d c→c, 3³ (as the conv blocks call it), forward or forward + backward."""
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    x = torch.randn(1, channels, *shape).contiguous(memory_format=fmt).requires_grad_(backward)
+    w = torch.randn(channels, channels, 3, 3, 3).contiguous(memory_format=fmt).requires_grad_(backward)
+    b = torch.zeros(channels, requires_grad=backward)
+
+    def forward():
+        return torch.ops.aten.mkldnn_convolution(x, w, b, [1] * 3, [1] * 3, [1] * 3, 1)
+    if not backward:
+        with torch.inference_mode():
+            return timed(forward, repeats)
+    grad = torch.randn_like(forward())
+    return timed(lambda: torch.autograd.grad(forward(), (x, w, b), grad), repeats)
 
 
 def toy64_plans() -> dict:
@@ -155,6 +176,17 @@ def main(argv=None) -> int:
         name = f"Conv3d {ch}→{ch} 3³ on {'×'.join(map(str, shape))} {'bf16 autocast' if bf16 else 'fp32'}" \
                f"{' channels-last' if cl else ''}{emulated if bf16 else ''}"
         row(name, conv_rate(ch, shape, bf16, cl, args.repeats))
+
+    shape = (48, 96, 112)
+    for backward in (False, True):
+        for channels in (4, 8, 16, 32):
+            for cl in (False, True):
+                t = narrow_conv_seconds(channels, shape, backward, cl, args.repeats)
+                flops = (3 if backward else 1) * 2 * channels * channels * 27 * shape[0] * shape[1] * shape[2]
+                what = f"Conv3d {channels}→{channels} 3³ on {'×'.join(map(str, shape))} " \
+                       f"{'forward+backward' if backward else 'forward'}{' channels-last' if cl else ''}"
+                row(f"{what}: time", 1e3 * t, "ms", dataset="narrow layers")
+                row(f"{what}: rate", flops / t / 1e9, dataset="narrow layers")
 
     plans = toy64_plans()
     pruned = args.pruned or newest_pruned_checkpoint()

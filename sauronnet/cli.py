@@ -289,6 +289,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                         help="non-paper: a threshold step that removes no channel of its layer is followed by no "
                              "patience, so thresholds climb through the empty low part of the grid quickly (for a "
                              "trained model, --init-from)")
+    sauron.add_argument("--plateau-iterations", type=int, metavar="N",
+                        help="non-paper: the plateau test reads the losses averaged over the last N / --iters "
+                             "epochs, so that short epochs see the paper's statistics (its epochs are 250 "
+                             "iterations): 250 keeps thresholds from climbing while a short-epoch run still learns "
+                             "(default: off, each epoch's own losses, as the paper)")
     sauron.add_argument("--dice-guard", type=float, metavar="MARGIN",
                         help="non-paper: no threshold step and no removal in epochs whose validation pseudo-Dice "
                              "(EMA) lies more than MARGIN below its best (default: off, as the paper)")
@@ -334,7 +339,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     paths = paths_from_env()
     flags = {k: getattr(args, k) for k in ("lam", "tau0", "tau_max", "kappa", "rho", "mu", "prune_batches",
                                            "score_maps", "val_test", "stop_after", "dice_guard",
-                                           "protect_last_block", "skip_empty_patience", "match", "keep_flops",
+                                           "protect_last_block", "skip_empty_patience", "plateau_iterations", "match", "keep_flops",
                                            "prune_epoch", "centripetal")}
     cls = TRAINERS[args.trainer]
     if unknown := [k for k, v in flags.items() if v is not None and k not in cls.config_class.__dataclass_fields__]:

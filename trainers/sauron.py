@@ -21,7 +21,7 @@ import torch
 from sauronnet.networks.unet import UNet, default_widths
 from sauronnet.pruning.distances import SCORE_MAPS, delta_opt, delta_prune
 from sauronnet.pruning.schedule import (VAL_TESTS, LayerState, SauronSettings, advance, losses_converged,
-                                        record_pruning, threshold)
+                                        plateau_window, record_pruning, threshold)
 from trainers.base import TrainerConfig
 from trainers.pruning import PruningTrainer
 
@@ -59,6 +59,10 @@ class SauronConfig(TrainerConfig):
     #: non-paper: no patience after a threshold step that removed nothing from its layer (see
     #: sauronnet.pruning.schedule; False: patience ρ after every step, as the paper)
     skip_empty_patience: bool = False
+    #: non-paper: the plateau test reads losses averaged over the last ⌈plateau_iterations / iterations per
+    #: epoch⌉ epochs, the paper's statistics (its epochs: 250 iterations) with short epochs (None: each epoch's
+    #: own losses, as the paper)
+    plateau_iterations: int | None = None
     #: warn when the EMA pseudo-Dice ends this far below its best while channels were removed
     dice_drop_warning: float = 0.05
 
@@ -75,6 +79,8 @@ class SauronConfig(TrainerConfig):
         if not 0 <= self.tau0 <= self.tau_max <= 1:
             raise ValueError(f"thresholds must satisfy 0 <= tau0 <= tau_max <= 1, got tau0 {self.tau0} and tau_max "
                              f"{self.tau_max}")
+        if self.plateau_iterations is not None and self.plateau_iterations < 1:
+            raise ValueError(f"plateau_iterations must be at least 1, got {self.plateau_iterations}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be at least 1 epoch, got {self.stop_after}")
 
@@ -144,7 +150,8 @@ class SauronTrainer(PruningTrainer):
         s = self.config.sauron
         train = [h["train_loss"] for h in self.history] + [metrics["train_loss"]]
         val = [h["val_loss"] for h in self.history] + [metrics["val_loss"]]
-        losses_ok = losses_converged(train, val, s.rho, self.config.val_test)
+        window = plateau_window(self.config.plateau_iterations, self.config.iterations_per_epoch)
+        losses_ok = losses_converged(train, val, s.rho, self.config.val_test, window)
         paused = self.guard_pauses(metrics)
         metrics["sauron_paused"] = paused
         if paused:

@@ -16,6 +16,13 @@ patience, so a threshold climbs through the part of the grid that removes nothin
 epoch instead of one per ρ + 1; patience still follows every step that removed channels. It is meant for a
 trained model (``--init-from``), whose loss is flat from the start and whose channels all lie far above the
 first grid values, where the paper's schedule spends ~50 epochs on steps that remove nothing.
+
+Non-paper option ``window`` of :func:`losses_converged` (``--plateau-iterations``): conditions 1–3 read each
+epoch's losses averaged with those of the ``window − 1`` epochs before it. The paper's epochs are 250 iterations,
+so each loss it tests is a mean over 250 batches; an epoch of 5 iterations gives a loss ~7× noisier, whose
+noise passes the plateau test while the network is still learning (a minority class learned at epoch 70 while
+the thresholds had climbed since epoch 15). Averaging over ⌈250 / iterations⌉ epochs gives the test the paper's
+statistics again; with 250-iteration epochs the window is 1, the paper's test.
 """
 from __future__ import annotations
 
@@ -61,11 +68,26 @@ def threshold(state: LayerState, s: SauronSettings) -> float:
 VAL_TESTS = ("reference", "intended")
 
 
+def windowed_means(losses: Sequence[float], window: int) -> list[float]:
+    """Each loss averaged with the ``window − 1`` before it; defined from the ``window``-th loss on."""
+    if window <= 1:
+        return list(losses)
+    total = np.cumsum([0.0, *losses])
+    return [float(total[i] - total[i - window]) / window for i in range(window, len(losses) + 1)]
+
+
+def plateau_window(plateau_iterations: int | None, iterations_per_epoch: int) -> int:
+    """Epochs whose losses the plateau test averages: ⌈plateau_iterations / iterations per epoch⌉ (None: 1)."""
+    return 1 if plateau_iterations is None else max(1, math.ceil(plateau_iterations / iterations_per_epoch))
+
+
 def losses_converged(train_losses: Sequence[float], val_losses: Sequence[float], rho: int,
-                     val_test: str = "intended") -> bool:
-    """Conditions 1–3 (shared by every layer); ``val_test`` is one of :data:`VAL_TESTS`."""
+                     val_test: str = "intended", window: int = 1) -> bool:
+    """Conditions 1–3 (shared by every layer); ``val_test`` is one of :data:`VAL_TESTS`; ``window`` > 1 tests
+    the losses averaged over that many epochs (see the module docstring)."""
     if val_test not in VAL_TESTS:
         raise ValueError(f"unknown validation test {val_test!r}; choose one of {', '.join(VAL_TESTS)}")
+    train_losses, val_losses = windowed_means(train_losses, window), windowed_means(val_losses, window)
     if len(train_losses) < rho + 1 or not val_losses:
         return False
     last, previous = train_losses[-1], train_losses[-(rho + 1):-1]

@@ -1,7 +1,8 @@
 import pytest
 
 from sauronnet.pruning.schedule import (LayerState, SauronSettings, advance, layer_stopped_pruning,
-                                        losses_converged, record_pruning, threshold, threshold_grid)
+                                        losses_converged, plateau_window, record_pruning, threshold,
+                                        threshold_grid, windowed_means)
 
 S = SauronSettings()
 
@@ -27,6 +28,29 @@ def test_new_validation_minimum_blocks_convergence():
     train = [1.0, 1.1, 0.9, 1.0, 1.05, 1.0]
     assert not losses_converged(train, [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], rho=5)
     assert losses_converged(train, [1.0, 0.9, 0.8, 0.7, 0.5, 0.6], rho=5)
+
+
+def test_windowed_means():
+    assert windowed_means([1.0, 2.0, 3.0, 4.0], 1) == [1.0, 2.0, 3.0, 4.0]
+    assert windowed_means([1.0, 2.0, 3.0, 4.0], 2) == pytest.approx([1.5, 2.5, 3.5])
+    assert windowed_means([1.0, 2.0], 3) == []
+    assert plateau_window(None, 5) == 1 and plateau_window(250, 250) == 1 and plateau_window(250, 5) == 50
+    assert plateau_window(250, 12) == 21  # ceil(250 / 12)
+
+
+def test_window_sees_a_trend_that_epoch_noise_hides():
+    # a loss falling by 0.01 per epoch under +-0.1 alternating noise: each epoch's own loss passes the plateau
+    # test (the last value lies inside the range of the five before it), the 4-epoch means fall steadily
+    train = [1.0 - 0.01 * i + (0.1 if i % 2 else -0.1) for i in range(20)]
+    val = [1.0] * 20  # no new validation minimum
+    assert losses_converged(train, val, rho=5)
+    assert not losses_converged(train, val, rho=5, window=4)
+    # and a flat loss under the same noise passes the averaged test too
+    flat = [1.0 + (0.1 if i % 2 else -0.1) for i in range(20)]
+    assert losses_converged(flat, val, rho=5, window=4)
+    # the test needs rho + 1 averaged losses: window + rho epochs
+    assert not losses_converged(flat[:8], val[:8], rho=5, window=4)
+    assert losses_converged(flat[:9], val[:9], rho=5, window=4)
 
 
 def test_two_percent_rule():

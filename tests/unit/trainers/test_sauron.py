@@ -146,7 +146,7 @@ def test_a_collapsing_dice_while_pruning_is_reported(results_paths):
 def test_invalid_sauron_options_are_refused():
     import pytest
     for bad in ({"score_maps": "l1"}, {"val_test": "never"}, {"prune_batches": 3}, {"stop_after": 0},
-                {"dice_guard": 1.5}):
+                {"dice_guard": 1.5}, {"plateau_iterations": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             with_overrides(FAST, **bad)
 
@@ -185,6 +185,22 @@ def test_skip_empty_patience_drops_the_patience_of_steps_that_removed_nothing(re
         _epoch_end_with_zero_scores(t, [0.5, 0.5, 0.5], 0.5, score=1.0)  # flat losses: every layer steps
         assert t.network.widths() == widths
         assert all((s.step, s.patience) == (1, patience) for s in t.layer_states.values())
+
+
+def test_plateau_iterations_average_the_losses_the_schedule_tests(results_paths):
+    # 2 iterations per epoch and --plateau-iterations 4: the test reads 2-epoch means. Losses 1.0, 0.8, 0.8:
+    # the last epoch equals the one before (a plateau for the paper's test, rho 1), the 2-epoch means fall
+    steps = {}
+    for plateau in (None, 4):
+        t = make(results_paths, with_overrides(FAST, plateau_iterations=plateau))
+        t.layer_states = {k: LayerState(width_before_last=w) for k, w in t.network.widths().items()}
+        t.history = [{"epoch": e, "train_loss": v, "val_loss": 1.0, "ema_pseudo_dice": 0.5}
+                     for e, v in enumerate([1.0, 0.8])]
+        t._scores = {name: [torch.ones(w)] for name, w in t.network.widths().items()}
+        t._references = {name: 0 for name in t._scores}
+        t.on_epoch_end(2, {"epoch": 2, "train_loss": 0.8, "val_loss": 1.0, "ema_pseudo_dice": 0.5})
+        steps[plateau] = {s.step for s in t.layer_states.values()}
+    assert steps == {None: {1}, 4: {0}}
 
 
 def test_protect_last_block_keeps_the_head_input_whole(results_paths):
