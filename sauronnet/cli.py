@@ -339,8 +339,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     paths = paths_from_env()
     flags = {k: getattr(args, k) for k in ("lam", "tau0", "tau_max", "kappa", "rho", "mu", "prune_batches",
                                            "score_maps", "val_test", "stop_after", "dice_guard",
-                                           "protect_last_block", "skip_empty_patience", "plateau_iterations", "match", "keep_flops",
-                                           "prune_epoch", "centripetal")}
+                                           "protect_last_block", "skip_empty_patience", "plateau_iterations",
+                                           "match", "keep_flops", "prune_epoch", "centripetal")}
     cls = TRAINERS[args.trainer]
     if unknown := [k for k, v in flags.items() if v is not None and k not in cls.config_class.__dataclass_fields__]:
         owners = {k: sorted(n for n, c in TRAINERS.items() if k in c.config_class.__dataclass_fields__)

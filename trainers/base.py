@@ -476,10 +476,9 @@ class Trainer:
                 val_stream.close()
         self._ddp = None
         self.save("final")
-        if main:
-            self.draw_progress(force=True)
         if not main:
             return {}  # rank 0 validates; no collective follows, so no rank waits through it
+        self.draw_progress(force=True)
         return self.on_train_end(self.final_validation(progress))
 
     def on_train_end(self, summary: dict) -> dict:
