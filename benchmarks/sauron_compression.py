@@ -87,7 +87,6 @@ def runs(args) -> dict[str, Run]:
     init = dict(init_from_unpruned=True)
     return {
         "single3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
-                                              Model("sauron_no_head_floor", flags=("--no-head-floor",)),
                                               Model("sauron_plateau250", flags=("--plateau-iterations", "250"))]),
         "init3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init)]),
         "single2d": Run("2d", "nnunet", [Model(UNPRUNED, UNPRUNED), Model("sauron")]),

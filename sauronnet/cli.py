@@ -285,10 +285,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     sauron.add_argument("--protect-last-block", action="store_const", const=True, default=None,
                         help="non-paper: never prune the block that feeds the final segmentation head (its few "
                              "full-resolution channels carry each class's evidence)")
-    sauron.add_argument("--no-head-floor", dest="head_floor", action="store_const", const=False, default=None,
-                        help="let the block feeding the segmentation head shrink below (classes - 1) channels, as "
-                             "the paper's rule does (default: it keeps that many; a network whose head-input block "
-                             "went from 2 channels to 1 lost a class of 3)")
     sauron.add_argument("--skip-empty-patience", action="store_const", const=True, default=None,
                         help="non-paper: a threshold step that removes no channel of its layer is followed by no "
                              "patience, so thresholds climb through the empty low part of the grid quickly (for a "
@@ -343,8 +339,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     paths = paths_from_env()
     flags = {k: getattr(args, k) for k in ("lam", "tau0", "tau_max", "kappa", "rho", "mu", "prune_batches",
                                            "score_maps", "val_test", "stop_after", "dice_guard",
-                                           "protect_last_block", "head_floor", "skip_empty_patience",
-                                           "plateau_iterations", "match", "keep_flops", "prune_epoch", "centripetal")}
+                                           "protect_last_block", "skip_empty_patience", "plateau_iterations",
+                                           "match", "keep_flops", "prune_epoch", "centripetal")}
     cls = TRAINERS[args.trainer]
     if unknown := [k for k, v in flags.items() if v is not None and k not in cls.config_class.__dataclass_fields__]:
         owners = {k: sorted(n for n, c in TRAINERS.items() if k in c.config_class.__dataclass_fields__)

@@ -56,11 +56,6 @@ class SauronConfig(TrainerConfig):
     dice_guard: float | None = None
     #: non-paper: never prune the block that feeds the final segmentation head (False: prune it, as the paper)
     protect_last_block: bool = False
-    #: non-paper safety rule: the block that feeds the final segmentation head keeps at least (classes − 1)
-    #: channels, the dimension a linear softmax head needs to give every class a region of its own; a
-    #: single-phase run (demo set, paper constants) lost the lesion class the epoch its head-input block went from 2
-    #: channels to 1 (False: no floor, as the paper, whose nnU-Net-width networks never came near it)
-    head_floor: bool = True
     #: non-paper: no patience after a threshold step that removed nothing from its layer (see
     #: sauronnet.pruning.schedule; False: patience ρ after every step, as the paper)
     skip_empty_patience: bool = False
@@ -93,19 +88,6 @@ class SauronConfig(TrainerConfig):
     def sauron(self) -> SauronSettings:
         names = {f.name for f in fields(SauronSettings)}
         return SauronSettings(**{k: v for k, v in asdict(self).items() if k in names})
-
-
-def keep_at_least(prune: torch.Tensor, score: torch.Tensor, floor: int) -> torch.Tensor:
-    """``prune`` (a mask over channels) cut back so that at least ``floor`` channels stay: of the channels it
-    marks, only the lowest-scoring ones that can go still go."""
-    allowed = max(0, prune.numel() - max(floor, 1))
-    if int(prune.sum()) <= allowed:
-        return prune
-    candidates = torch.nonzero(prune).flatten()
-    lowest = candidates[torch.argsort(score[candidates], stable=True)[:allowed]]
-    out = torch.zeros_like(prune)
-    out[lowest] = True
-    return out
 
 
 class SauronTrainer(PruningTrainer):
@@ -175,8 +157,7 @@ class SauronTrainer(PruningTrainer):
         if paused:
             logger.info("epoch %d: Sauron paused: pseudo-Dice (EMA) %.4f is more than %.3f below its best", epoch,
                         metrics["ema_pseudo_dice"], self.config.dice_guard)
-        head = self.head_input_block()
-        protected = {head} if self.config.protect_last_block else set()
+        protected = {self.head_input_block()} if self.config.protect_last_block else set()
         scores = self.global_scores()
         keep = {}
         for name, width in self.network.widths().items():
@@ -185,8 +166,6 @@ class SauronTrainer(PruningTrainer):
             if name in scores and not paused and name not in protected:
                 score = scores[name]
                 prune = (score < threshold(state, s)) & (torch.arange(score.numel()) != self._references[name])
-                if name == head and self.config.head_floor:
-                    prune = keep_at_least(prune, score, self.plans.num_classes - 1)
                 removed = int(prune.sum())
                 if removed:
                     keep[name] = torch.nonzero(~prune).flatten()

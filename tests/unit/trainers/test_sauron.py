@@ -10,12 +10,11 @@ from sauronnet.plans import Plans
 from sauronnet.pruning.schedule import LayerState
 from sauronnet.checkpoint import load_checkpoint
 from trainers.base import with_overrides
-from trainers.sauron import SauronConfig, SauronTrainer, keep_at_least
+from trainers.sauron import SauronConfig, SauronTrainer
 
-# a high first threshold prunes at the first epoch end; a short schedule keeps it moving; the paper's rule
-# without the head floor, so a layer can go down to its reference channel alone
+# a high first threshold prunes at the first epoch end; a short schedule keeps it moving
 FAST = SauronConfig(epochs=3, iterations_per_epoch=2, val_iterations=1, num_workers=0, seed=5, tau0=0.3,
-                    tau_max=0.6, kappa=2, rho=1, head_floor=False)
+                    tau_max=0.6, kappa=2, rho=1)
 
 
 def make(paths, config=FAST):
@@ -202,25 +201,6 @@ def test_plateau_iterations_average_the_losses_the_schedule_tests(results_paths)
         t.on_epoch_end(2, {"epoch": 2, "train_loss": 0.8, "val_loss": 1.0, "ema_pseudo_dice": 0.5})
         steps[plateau] = {s.step for s in t.layer_states.values()}
     assert steps == {None: {1}, 4: {0}}
-
-
-def test_keep_at_least_cuts_back_to_the_lowest_scores():
-    prune = torch.tensor([True, True, False, True, True])
-    score = torch.tensor([0.1, 0.0, 0.9, 0.2, 0.05])
-    assert keep_at_least(prune, score, 2).tolist() == [True, True, False, False, True]  # 3 of 5 may go
-    assert keep_at_least(prune, score, 1).tolist() == prune.tolist()
-    assert keep_at_least(prune, score, 5).tolist() == [False] * 5
-    assert keep_at_least(torch.zeros(3, dtype=torch.bool), score[:3], 2).tolist() == [False] * 3
-
-
-def test_head_floor_keeps_classes_minus_one_channels_before_the_head(results_paths):
-    assert SauronConfig().head_floor  # on by default (non-paper safety rule)
-    for floor, expected in ((True, 2), (False, 1)):  # the demo set has 3 classes: background, lesion, vessel
-        t = make(results_paths, with_overrides(FAST, head_floor=floor))
-        _epoch_end_with_zero_scores(t, [0.5], 0.5)  # every channel but the reference scores 0
-        widths = t.network.widths()
-        assert widths[t.head_input_block()] == expected
-        assert all(w == 1 for k, w in widths.items() if k != t.head_input_block())
 
 
 def test_protect_last_block_keeps_the_head_input_whole(results_paths):
