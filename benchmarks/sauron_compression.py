@@ -11,7 +11,8 @@ Runs (DESIGN.md §5, issue 10), each trained with the command line (``sauron_tra
 iterations and seed as the unpruned ``Trainer`` it is compared with, and scored on the dataset's held-out
 ``imagesTs``/``labelsTs`` (never seen in training):
 
-- ``single3d``: 3D ``cpu`` preset, single-phase Sauron from scratch, the paper's constants;
+- ``single3d``: 3D ``cpu`` preset, single-phase Sauron from scratch, the paper's constants; and with the
+  non-paper ``--plateau-iterations 250`` (the plateau test on losses averaged over 250 iterations);
 - ``init3d``: 3D ``cpu`` preset, the unpruned ``Trainer`` model pruned by ``sauron_train --init-from`` (paper
   constants, our default stop rule);
 - ``single2d``: the ``2d`` configuration with the ``nnunet`` preset's widths (32…512), single-phase, paper
