@@ -76,7 +76,8 @@ def test_the_bundle_predicts_exactly_like_the_model_folder(exported, tmp_path):
 
 def test_onnxruntime_agrees_with_torch(exported, tmp_path, capsys):
     paths, _, bundle = exported
-    assert _run(paths, bundle, tmp_path / "torch", "--backend", "torch") == 0
+    # onnxruntime runs fp32; torch too here, also on a CPU where auto would pick bf16
+    assert _run(paths, bundle, tmp_path / "torch", "--backend", "torch", "--precision", "fp32") == 0
     assert _run(paths, bundle, tmp_path / "ort", "--backend", "onnxruntime") == 0
     assert "(onnxruntime)" in capsys.readouterr().out
     a, b = _outputs(tmp_path / "torch"), _outputs(tmp_path / "ort")

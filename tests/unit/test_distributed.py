@@ -91,6 +91,7 @@ def _two_ranks(rank: int, port: int) -> None:
         world.check_identical({"same": 7}, "in a test")
         with pytest.raises(RuntimeError, match=r"diverged in a test: weights differ between ranks"):
             world.check_identical({"same": 7, "weights": rank}, "in a test")
+        dist.barrier()  # neither rank tears down its connections while the other still uses them
     finally:
         dist.destroy_process_group()
 
