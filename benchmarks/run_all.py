@@ -8,11 +8,13 @@ Runs, one after the other (never two at once: they share the CPU), with 2 torch/
 
 0. ``plan_parity.py --toy64`` and ``--real-ct`` — our ``nnunet`` plans vs nnU-Net's, field by field;
 1. ``preprocess_vs_nnunet.py --toy64 --real-ct`` — plan + preprocess vs ``nnUNetv2_plan_and_preprocess``;
-2. ``train_step_vs_nnunet.py`` — one training step vs ``nnUNetTrainer.train_step``;
+2. ``train_step_vs_nnunet.py`` — one training step vs ``nnUNetTrainer.train_step`` (also ours in bf16, where the
+   CPU computes bf16 natively);
 3. ``predict_vs_nnunet.py --toy64 --real-ct`` — prediction with the same (imported) weights vs
    ``nnUNetv2_predict_from_modelfolder``, TTA on and off, plus the agreement of the two segmentations;
-4. ``sauron_compression.py --run init3d|single3d|single2d`` — Sauron vs the unpruned trainer on held-out toy64
-   cases: pruning a trained model, single-phase 3D (cpu preset), single-phase 2D (nnU-Net widths). The ablation
+4. ``sauron_compression.py --run init3d|single3d|single2d`` — Sauron vs the unpruned trainer on held-out cases:
+   pruning a trained model (toy64), single-phase 3D (cpu preset, demo set), single-phase 2D (nnU-Net widths,
+   toy64). The ablation
    run (``--run ablation``) is not part of ``make bench``;
 5. ``pruning_methods.py --dataset demo|toy64`` — Sauron against L1, FPGM, C-SGD, random, scratch and
    uniform-width baselines at Sauron's forward FLOPs (about 45 minutes per dataset).
@@ -48,8 +50,8 @@ DATASETS = {"toy64": "synthetic ~64³ (toy64)", "real_ct": "real CT (TotalSegmen
 #: the budgets of the Sauron compression runs (benchmarks/sauron_compression.py; issue 10's runs 1-3)
 SAURON_RUNS = {
     "init3d": [],
-    "single3d": ["--epochs", "60", "--iters", "20", "--val-iters", "10"],  # shares init3d's unpruned model
-    "single2d": ["--epochs", "200", "--iters", "5", "--val-iters", "3", "--batch-size", "8"],
+    "single3d": ["--dataset", "demo", "--epochs", "300", "--iters", "5", "--val-iters", "4"],
+    "single2d": ["--epochs", "400", "--iters", "5", "--val-iters", "3", "--batch-size", "8"],
 }
 
 #: the budget of benchmarks/pruning_methods.py: make demo's (50 x 12 unpruned, at most 150 x 5 pruning)
@@ -58,6 +60,7 @@ PRUNING_METHODS_BUDGET = ["--epochs", "50", "--iters", "12", "--val-iters", "4",
 
 
 def steps(quick: bool) -> dict[str, list[str]]:
+    from sauronnet.precision import native_bf16
     n = ["-n", "1"] if quick else []
     return {
         "parity_toy64": ["plan_parity.py", "--toy64"],
@@ -65,6 +68,9 @@ def steps(quick: bool) -> dict[str, list[str]]:
         "preprocess": ["preprocess_vs_nnunet.py", "--toy64", "--real-ct", "-np", "2", *(n or ["-n", "3"])],
         "train_step": ["train_step_vs_nnunet.py", "--threads", str(THREADS),
                        *(["--steps", "3", "--warmup", "1"] if quick else [])],
+        # our step in bf16 against nnU-Net's fp32 step, where this CPU computes bf16 natively
+        **({"train_step_bf16": ["train_step_vs_nnunet.py", "--threads", str(THREADS), "--precision", "bf16",
+                                *(["--steps", "3", "--warmup", "1"] if quick else [])]} if native_bf16() else {}),
         "predict": ["predict_vs_nnunet.py", "--toy64", "--real-ct", "--threads", str(THREADS), *n],
         "cpu_limit": ["cpu_limit.py", "--threads", str(THREADS), *(["--repeats", "1"] if quick else [])],
         **{f"sauron_{run}": ["sauron_compression.py", "--run", run, "--threads", str(THREADS),
