@@ -7,7 +7,8 @@ Usage::
         [--labels LABELS_DIR] [--threads 2] [--json FILE]
 
 For every model: ``sauron_predict --disable-tta`` of every image in ``--precision fp32`` and ``bf16`` (the
-command a user runs), then per class the Dice of the bf16 labels against the fp32 labels, the fraction of
+command a user runs), then per class the Dice of the bf16 labels against the fp32 labels (the minimum over
+cases, ``benchmarks.common.compare_predictions``), the fraction of
 voxels with the same label, and the wall time of both commands (start-up included). With ``--labels``, also
 each precision's test Dice against the reference labels (``sauron_evaluate``), so that two models of one
 recipe trained in fp32 and in bf16 (``sauron_train --precision bf16``, same seed and iterations) can be
@@ -23,11 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import CACHE, OUR_BIN, cpu_model, threads_env, write_rows  # noqa: E402
+from benchmarks.common import CACHE, OUR_BIN, compare_predictions, cpu_model, threads_env, write_rows  # noqa: E402,E501
 
 
 def predict(model: Path, images: Path, out: Path, precision: str, threads: int) -> float:
@@ -46,23 +45,8 @@ def test_dice(reference: Path, predictions: Path) -> dict:
     return {c: v["dice"] for c, v in summary["mean"].items()}
 
 
-def agreement(a: Path, b: Path) -> tuple[dict[int, float], float]:
-    """Per-class Dice of the label maps in ``b`` against those in ``a`` (summed over cases), voxels equal."""
-    import SimpleITK as sitk
-    inter, size, same, total = {}, {}, 0, 0
-    for f in sorted(a.glob("*.nii.gz")):
-        x = sitk.GetArrayFromImage(sitk.ReadImage(str(f)))
-        y = sitk.GetArrayFromImage(sitk.ReadImage(str(b / f.name)))
-        same, total = same + int((x == y).sum()), total + x.size
-        for c in np.union1d(np.unique(x), np.unique(y)):
-            if c == 0:
-                continue
-            inter[int(c)] = inter.get(int(c), 0) + int(((x == c) & (y == c)).sum())
-            size[int(c)] = size.get(int(c), 0) + int((x == c).sum() + (y == c).sum())
-    return {c: 2 * inter[c] / size[c] for c in sorted(size)}, same / total
-
-
 def main(argv=None) -> int:
+    from sauronnet.plans import Plans
     from sauronnet.precision import cpu_description, native_bf16
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,7 +66,10 @@ def main(argv=None) -> int:
         name = "/".join(model.resolve().parts[-3:])  # results root, dataset, model: unique across roots
         out = {p: work / name / p for p in ("fp32", "bf16")}
         seconds = {p: predict(model, args.images, out[p], p, args.threads) for p in ("fp32", "bf16")}
-        dice, same = agreement(out["fp32"], out["bf16"])
+        plans = Plans.load(next(model.glob("fold_*/plans.json")))  # every fold holds the same plans
+        labels = [v for v in plans.labels.values() if v != 0]
+        agree = compare_predictions(out["bf16"], out["fp32"], labels)
+        dice, same = agree["dice"], agree["voxel_agreement"]
         line = (f"{name}: bf16 vs fp32 labels: Dice per class " + ", ".join(f"{c}: {d:.5f}" for c, d in dice.items())
                 + f"; voxels equal {100 * same:.4f} %; sauron_predict wall time fp32 {seconds['fp32']:.2f} s, bf16 "
                 f"{seconds['bf16']:.2f} s ({seconds['fp32'] / seconds['bf16']:.2f}x)")
