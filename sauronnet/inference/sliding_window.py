@@ -81,29 +81,50 @@ def sliding_window(network: Network, volume: np.ndarray, patch_size: Sequence[in
     if any(pad):
         volume = np.pad(volume, [(0, 0)] + [(d // 2, d - d // 2) for d in pad])
     size = tuple(volume.shape[1:])
-    weights = gaussian_importance(patch) if gaussian else np.ones(patch, dtype=np.float32)
-    logits = None
-    norm = np.zeros(size, dtype=np.float32)
+    image_start = [d // 2 for d in pad]  # where the image lies in the padded volume
     subsets = _mirror_subsets(tuple(mirror_axes))
+    weights = gaussian_importance(patch) if gaussian else np.ones(patch, dtype=np.float32)
+    # the mirrored passes' sum is averaged through its weights: 1 / 2^k is exact, so this equals dividing first
+    pass_weights = weights / len(subsets)
+    # accumulated on the image only (not the padding): padded images (patch larger than a CT's in-plane size)
+    # would otherwise hold and divide up to (patch / size)^3 more logits
+    logits = None
+    norm = np.zeros(spatial, dtype=np.float32)
     positions = list(itertools.product(*tile_starts(size, patch, step)))
     for i in range(0, len(positions), batch_size):
         chunk = positions[i:i + batch_size]
-        slices = [tuple(slice(s, s + p) for s, p in zip(pos, patch)) for pos in chunk]
-        x = np.stack([volume[(slice(None),) + sl] for sl in slices]).astype(np.float32, copy=False)
+        x = np.stack([volume[(slice(None),) + tuple(slice(s, s + p) for s, p in zip(pos, patch))]
+                      for pos in chunk]).astype(np.float32, copy=False)
         pred = None
         for axes in subsets:
             dims = tuple(a + 2 for a in axes)
             out = np.asarray(network(np.ascontiguousarray(np.flip(x, dims)) if dims else x), dtype=np.float32)
             out = np.flip(out, dims) if dims else out
-            pred = out.copy() if pred is None else pred + out
-        pred /= len(subsets)
+            if pred is not None:
+                pred += out
+            elif len(subsets) == 1 and out.flags.writeable:
+                pred = out  # weighted in place below, before the network is called again
+            else:
+                pred = out.copy()
         if logits is None:
-            logits = np.zeros((pred.shape[1], *size), dtype=np.float32)
-        for j, sl in enumerate(slices):
-            logits[(slice(None),) + sl] += pred[j] * weights
-            norm[sl] += weights
+            logits = np.zeros((pred.shape[1], *spatial), dtype=np.float32)
+        for j, pos in enumerate(chunk):
+            tile, image = _overlap(pos, patch, image_start, spatial)
+            part = pred[j][(slice(None),) + tile]
+            np.multiply(part, pass_weights[tile], out=part)
+            logits[(slice(None),) + image] += part
+            norm[image] += weights[tile]
     logits /= norm
-    if any(pad):
-        crop = tuple(slice(d // 2, d // 2 + s) for d, s in zip(pad, spatial))
-        logits = np.ascontiguousarray(logits[(slice(None),) + crop])
     return logits
+
+
+def _overlap(start: Sequence[int], patch: Sequence[int], image_start: Sequence[int], image_size: Sequence[int]
+             ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """The part of a tile (at ``start`` in the padded volume) that lies on the image: (slices in the tile, slices in
+    the image)."""
+    tile, image = [], []
+    for s, p, i0, n in zip(start, patch, image_start, image_size):
+        lo, hi = max(s, i0), min(s + p, i0 + n)
+        tile.append(slice(lo - s, hi - s))
+        image.append(slice(lo - i0, hi - i0))
+    return tuple(tile), tuple(image)

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,48 @@ def test_2d():
 def test_invalid_step():
     with pytest.raises(ValueError, match="step"):
         tile_starts((10,), (4,), 0)
+
+
+def reference_sliding_window(network, volume, patch, step, mirror_axes):
+    """nnU-Net's order of work: pad, accumulate over the padded volume, divide, crop."""
+    spatial = volume.shape[1:]
+    pad = [max(p - s, 0) for s, p in zip(spatial, patch)]
+    volume = np.pad(volume, [(0, 0)] + [(d // 2, d - d // 2) for d in pad])
+    weights = gaussian_importance(tuple(patch))
+    logits, norm = None, np.zeros(volume.shape[1:], np.float32)
+    subsets = [c for r in range(len(mirror_axes) + 1) for c in itertools.combinations(mirror_axes, r)]
+    for pos in itertools.product(*tile_starts(volume.shape[1:], patch, step)):
+        sl = tuple(slice(s, s + p) for s, p in zip(pos, patch))
+        x = volume[(None, slice(None)) + sl]
+        pred = sum(np.flip(network(np.ascontiguousarray(np.flip(x, [a + 2 for a in ax]))), [a + 2 for a in ax])
+                   for ax in subsets) / len(subsets)
+        if logits is None:
+            logits = np.zeros((pred.shape[1], *volume.shape[1:]), np.float32)
+        logits[(slice(None),) + sl] += pred[0] * weights
+        norm[sl] += weights
+    crop = tuple(slice(d // 2, d // 2 + s) for d, s in zip(pad, spatial))
+    return (logits / norm)[(slice(None),) + crop]
+
+
+class ReusedBuffer:
+    """A network that writes every output into the same array (as an inference runtime may)."""
+
+    def __init__(self):
+        self.out = None
+
+    def __call__(self, x):
+        if self.out is None or self.out.shape[0] != x.shape[0]:
+            self.out = np.empty((x.shape[0], 2, *x.shape[2:]), np.float32)
+        self.out[:, 0] = np.sin(3 * x[:, 0]) + x[:, 0] * np.roll(x[:, 0], 1, axis=-1)
+        self.out[:, 1] = x[:, 0] ** 2
+        return self.out
+
+
+@pytest.mark.parametrize("shape, patch, mirror", [((1, 20, 33, 27), (8, 16, 16), ()),
+                                                  ((1, 5, 40, 9), (8, 16, 16), (0, 2)),  # padded on two axes
+                                                  ((1, 30, 12), (16, 16), (0, 1))])
+def test_equals_nnunets_order_of_work_even_with_a_reused_output_buffer(shape, patch, mirror):
+    volume = np.random.RandomState(2).randn(*shape).astype(np.float32)
+    expected = reference_sliding_window(ReusedBuffer(), volume, patch, 0.5, mirror)
+    got = sliding_window(ReusedBuffer(), volume, patch, step=0.5, mirror_axes=mirror)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
