@@ -5,7 +5,8 @@
 - each tile's logits are weighted by a Gaussian (σ = patch/8, peak 10, zeros replaced by the smallest
   non-zero value) and accumulated in float32 together with the weights, then divided;
 - mirror TTA averages the logits over every subset of ``mirror_axes`` (8 passes for 3 axes);
-- an image smaller than the patch is padded with zeros and the result cropped back.
+- an image smaller than the patch is padded with zeros for the network; only the tiles' voxels on the image are
+  accumulated (the same numbers as accumulating on the padded volume and cropping, without holding it).
 
 Arrays are numpy and the network is any callable on numpy batches, so the same tiling serves the torch and the
 onnxruntime backends (and the deploy install has no torch).
