@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from sauronnet.inference.export import label_dtype, probabilities_to_labels, restore_probabilities
+from sauronnet.inference.export import label_dtype, probabilities_to_labels, restore_probabilities, softmax
 from sauronnet.inference.postprocessing import keep_largest_component
 from sauronnet.inference.sliding_window import Network, sliding_window
 from sauronnet.inference.inputs import InputCase
@@ -40,14 +40,6 @@ class Prediction:
 
     labels: np.ndarray
     probabilities: np.ndarray | None
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over axis 0, in place (float32 (K, ...))."""
-    np.subtract(logits, logits.max(0, keepdims=True), out=logits)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(0, keepdims=True)
-    return logits
 
 
 class Predictor:

@@ -109,8 +109,10 @@ def resample_data(data: np.ndarray, new_shape: Sequence[int], current_spacing: S
         float32 (C, *new_shape).
     """
     axis = separate_z_axis(current_spacing, new_spacing)
-    return np.stack([_resample_volume(c.astype(np.float32, copy=False), new_shape, order, axis, order_z)
-                     for c in data])
+    out = np.empty((data.shape[0], *(int(s) for s in new_shape)), dtype=np.float32)  # no list + stack: C volumes
+    for c, channel in enumerate(data):
+        out[c] = _resample_volume(channel.astype(np.float32, copy=False), new_shape, order, axis, order_z)
+    return out
 
 
 def resample_argmax(data: np.ndarray, new_shape: Sequence[int], current_spacing: Sequence[float],
