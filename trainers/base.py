@@ -40,7 +40,7 @@ from sauronnet.atomic import atomic_path, write_text_atomic
 from sauronnet.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from sauronnet.data.augmentation import (augmentation_plan, enlarged_patch_size, training_transforms,
                                          validation_transforms)
-from sauronnet.data.loader import BatchStream, PatchSampler
+from sauronnet.data.loader import BatchStream, PatchSampler, WaitTimer
 from sauronnet.data.splits import SPLITS_FILE, check_splits
 from sauronnet.distributed import (DistributedRunError, World, lost_peer, object_fingerprint,
                                    tensors_fingerprint)
@@ -492,8 +492,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.network.train()
-        train_loss = self.world.mean(
-            self.train_epoch(epoch, train_stream.batches(epoch, c.iterations_per_epoch), progress))
+        batches = WaitTimer(train_stream.batches(epoch, c.iterations_per_epoch))
+        train_loss = self.world.mean(self.train_epoch(epoch, batches, progress))
         self.network.eval()
         validation = (self.validate_epoch(epoch, val_stream.batches(epoch, c.val_iterations))
                       if val_stream is not None else None)
@@ -503,7 +503,8 @@ class Trainer:
             previous = mean_dice if self.ema_dice is None else self.ema_dice
             self.ema_dice = (1 - EMA_ALPHA) * previous + EMA_ALPHA * mean_dice
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "pseudo_dice": dice, "ema_pseudo_dice": self.ema_dice, "lr": lr, "processes": self.world.size}
+                   "pseudo_dice": dice, "ema_pseudo_dice": self.ema_dice, "lr": lr, "processes": self.world.size,
+                   "data_wait": batches.seconds}
         self.on_epoch_end(epoch, metrics)
         metrics["epoch_time"] = time.perf_counter() - t0
         self.history.append(metrics)
@@ -521,10 +522,10 @@ class Trainer:
                 shutil.copyfile(self.output_dir / "checkpoint_latest.pth", tmp)
         self.write_metrics()
         self.draw_progress()
-        logger.info("epoch %d: train loss %.4f, val loss %.4f, pseudo-Dice %s, EMA %.4f, lr %.5f, %.1f s",
-                    epoch, metrics["train_loss"], metrics["val_loss"],
+        logger.info("epoch %d: train loss %.4f, val loss %.4f, pseudo-Dice %s, EMA %.4f, lr %.5f, %.1f s "
+                    "(%.1f s waiting for training batches)", epoch, metrics["train_loss"], metrics["val_loss"],
                     {k: round(v, 4) for k, v in dice.items()}, self.ema_dice or float("nan"), lr,
-                    metrics["epoch_time"])
+                    metrics["epoch_time"], metrics["data_wait"])
 
     # ---- outputs ---------------------------------------------------------------------------------------------
     def _write_run_files(self) -> None:

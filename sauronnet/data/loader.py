@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -204,3 +205,22 @@ class BatchStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class WaitTimer:
+    """Iterates ``items`` and sums in ``seconds`` the time spent waiting for them: with batches from a
+    :class:`BatchStream`, whether the loader keeps up with the training step (0 when it does)."""
+
+    def __init__(self, items: Iterable):
+        self._items = iter(items)
+        self.seconds = 0.0
+
+    def __iter__(self) -> WaitTimer:
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            return next(self._items)
+        finally:
+            self.seconds += time.perf_counter() - t0

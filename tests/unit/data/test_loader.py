@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sauronnet.data.augmentation import augmentation_plan, enlarged_patch_size, training_transforms
-from sauronnet.data.loader import BatchStream, PatchSampler, crop_patch, sample_seed
+from sauronnet.data.loader import BatchStream, PatchSampler, WaitTimer, crop_patch, sample_seed
 from sauronnet.preprocessing.preprocess import config_folder
 
 
@@ -88,3 +88,20 @@ def test_ranks_drawing_their_positions_together_draw_the_single_process_batch(sm
             assert (b["seg"] > 0).any()  # position 2 of 3 is forced to foreground
     with pytest.raises(ValueError, match="subset"):
         BatchStream(sampler, None, seed=5, num_workers=0, positions=[3])
+
+
+def test_wait_timer_counts_only_the_time_spent_waiting_for_items():
+    import time
+
+    def slow(n, delay):
+        for i in range(n):
+            time.sleep(delay)
+            yield i
+
+    timer = WaitTimer(slow(3, 0.05))
+    items = []
+    for item in timer:
+        items.append(item)
+        time.sleep(0.1)  # the consumer's work is not waiting
+    assert items == [0, 1, 2]
+    assert 0.15 <= timer.seconds < 0.3

@@ -83,6 +83,25 @@ def test_progress_plot_is_drawn_once_per_interval_and_after_the_last_epoch(resul
     assert drawn == [1, 2, 2]
 
 
+def test_metrics_record_the_time_spent_waiting_for_training_batches(results_paths, monkeypatch):
+    import time
+
+    from sauronnet.data.loader import BatchStream
+    produce = BatchStream.batches
+
+    def slow_batches(self, epoch, count):
+        for batch in produce(self, epoch, count):
+            time.sleep(0.3)
+            yield batch
+
+    monkeypatch.setattr(BatchStream, "batches", slow_batches)
+    t = make_trainer(results_paths, with_overrides(TINY, epochs=1))
+    t.fit(progress=False)
+    waited = t.history[0]["data_wait"]
+    # the training batches (2) each waited 0.3 s; the validation batch (1), also slowed, is not counted
+    assert 0.6 <= waited < 0.9 and waited < t.history[0]["epoch_time"]
+
+
 def test_outputs(results_paths):
     t = make_trainer(results_paths, with_overrides(TINY, epochs=2))
     summary = t.fit(progress=False)
