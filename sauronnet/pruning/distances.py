@@ -66,7 +66,12 @@ def delta_opt(output: torch.Tensor, pool_size: int = 2) -> torch.Tensor | None:
     if output.shape[1] < 2:
         return None
     spatial = tuple(range(2, output.ndim))
-    normed = pool(normalise_maps(output, "minmax"), pool_size)
+    x = output if output.dtype == torch.float64 else output.float()
+    lo = x.amin(dim=spatial, keepdim=True)
+    hi = x.amax(dim=spatial, keepdim=True)
+    # min-max normalisation is affine per map, so it commutes with average pooling: normalising the pooled maps
+    # is the same function, without two full-resolution passes (and their backward) per layer and step
+    normed = (pool(x, pool_size) - lo) / (hi - lo + RANGE_EPS)
     diff = normed[:, :1] - normed[:, 1:]
     d = torch.sqrt(diff.pow(2).mean(dim=spatial) + OPT_EPS)  # (B, C-1)
     return d.mean()

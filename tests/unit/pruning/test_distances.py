@@ -114,3 +114,23 @@ def test_distances_under_cpu_autocast_are_float32_and_finite():
         d = delta_opt(out)
     assert out.dtype == torch.float16
     assert d.dtype == torch.float32 and torch.isfinite(d)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 6, 8, 4), (1, 4, 1, 6, 5), (3, 3, 8, 6)])
+def test_delta_opt_equals_its_definition_value_and_gradient(shape):
+    # the definition: min-max normalise every full-resolution map, then pool, then the distances to channel 0;
+    # delta_opt pools first (the normalisation is affine per map), which must not change value or gradient
+    from sauronnet.pruning.distances import OPT_EPS, normalise_maps
+
+    x = (torch.randn(*shape, dtype=torch.float64) * 3 + 1)
+    x[0, 1].fill_(2.0)  # a constant map (range 0) and tied extremes
+    x[-1, 2].view(-1)[:3] = x[-1, 2].max()
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    normed = pool(normalise_maps(a, "minmax"))
+    spatial = tuple(range(2, a.ndim))
+    expected = torch.sqrt((normed[:, :1] - normed[:, 1:]).pow(2).mean(dim=spatial) + OPT_EPS).mean()
+    got = delta_opt(b)
+    expected.backward()
+    got.backward()
+    assert float(got) == pytest.approx(float(expected), rel=1e-12)
+    torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-14)
