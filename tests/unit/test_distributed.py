@@ -94,6 +94,10 @@ def _two_ranks(rank: int, port: int) -> None:
         dist.barrier()  # neither rank tears down its connections while the other still uses them
     finally:
         dist.destroy_process_group()
+    # Every check passed. On this CPU a gloo rank still aborts now and then in its C++ teardown at interpreter
+    # exit ("terminate called without an active exception", SIGABRT; 1 in ~5 runs even with the barrier), after
+    # the work is done: leave without that teardown. A failed check raises above and is reported by mp.spawn.
+    os._exit(0)
 
 
 def test_two_processes_compute_the_global_batch_loss_and_catch_divergence():
