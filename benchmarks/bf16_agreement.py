@@ -55,6 +55,10 @@ def test_dice(reference: Path, predictions: Path) -> dict:
     return {c: v["dice"] for c, v in summary["mean"].items()}
 
 
+#: top-two probability margins: below NEAR_TIE a voxel is near-tied; from DECIDED on it is "decided"
+NEAR_TIE, DECIDED = 0.01, 0.05
+
+
 def top_two_margin(probabilities: np.ndarray) -> np.ndarray:
     """Largest minus second-largest probability per voxel: float32 (K, ...) → (...), one channel at a time."""
     first = np.maximum(probabilities[0], probabilities[1])
@@ -90,14 +94,14 @@ def tie_structure(model: Path, images: Path, bf16_dir: Path, fp32_dir: Path, thr
         api_mismatch += int((prediction.labels != labels["fp32"]).sum())
         differ = labels["bf16"] != labels["fp32"]
         differing.append(margin[differ])
-        margins_low = [margins_low[0] + int((margin < 0.01).sum()), margins_low[1] + int((margin < 0.05).sum())]
-        sure = margin >= 0.05
+        margins_low = [margins_low[0] + int((margin < NEAR_TIE).sum()), margins_low[1] + int((margin < DECIDED).sum())]
+        sure = margin >= DECIDED
         decided, decided_equal = decided + int(sure.sum()), decided_equal + int((sure & ~differ).sum())
         total += margin.size
     differing = np.concatenate(differing)
     quantiles = (np.quantile(differing, [0.5, 0.99]).tolist() + [float(differing.max())]) if differing.size else []
     return {"differing_voxels": int(differing.size), "differing_margin_median_p99_max": quantiles,
-            "share_margin_below_0.01": margins_low[0] / total, "share_margin_below_0.05": margins_low[1] / total,
+            "share_near_tied": margins_low[0] / total, "share_undecided": margins_low[1] / total,
             "decided_voxel_agreement": decided_equal / decided if decided else float("nan"),
             "api_vs_command_fp32_mismatches": api_mismatch}
 
@@ -143,17 +147,17 @@ def main(argv=None) -> int:
             print(f"{name}: tie structure: {ties['differing_voxels']} voxels differ"
                   + (f", their fp32 top-two probability margin median {q[0]:.2g}, 99th percentile {q[1]:.2g}, "
                      f"largest {q[2]:.2g}" if q else "")
-                  + f"; all voxels: {100 * ties['share_margin_below_0.01']:.3g} % with a margin < 0.01, "
-                  f"{100 * ties['share_margin_below_0.05']:.3g} % < 0.05; labels equal on "
-                  f"{100 * ties['decided_voxel_agreement']:.5f} % of the voxels with a margin >= 0.05 (fp32 API vs "
-                  f"command: {ties['api_vs_command_fp32_mismatches']} voxels differ)", flush=True)
+                  + f"; all voxels: {100 * ties['share_near_tied']:.3g} % with a margin < {NEAR_TIE}, "
+                  f"{100 * ties['share_undecided']:.3g} % < {DECIDED}; labels equal on "
+                  f"{100 * ties['decided_voxel_agreement']:.5f} % of the voxels with a margin >= {DECIDED} "
+                  f"(fp32 API vs command: {ties['api_vs_command_fp32_mismatches']} voxels differ)", flush=True)
         row = {"benchmark": "bf16 agreement", "dataset": name, "nnunet": None, "reference": "fp32 prediction"}
         rows += [dict(row, metric="min per-class Dice, bf16 vs fp32 labels", sauron=min(dice.values()), unit="",
                       goal=">= 0.99"),
                  dict(row, metric="sauron_predict wall time, fp32 / bf16", sauron=seconds["fp32"] / seconds["bf16"],
                       unit="x", goal="")]
         if ties:
-            rows.append(dict(row, metric="voxels with equal labels among those with fp32 top-two margin >= 0.05",
+            rows.append(dict(row, metric=f"voxels with equal labels among those with fp32 top-two margin >= {DECIDED}",
                              sauron=ties["decided_voxel_agreement"], unit="", goal=""))
     if args.json:
         write_rows(args.json, rows)

@@ -43,6 +43,13 @@ def pool(x: torch.Tensor, size: int = 2) -> torch.Tensor:
     raise ValueError(f"expected (B, C, *S) with 2 or 3 spatial axes, got shape {tuple(x.shape)}")
 
 
+def _minmax_bounds(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each (sample, channel) map's minimum and range + eps over all spatial axes, shaped (B, C, 1, ...)."""
+    spatial = tuple(range(2, x.ndim))
+    lo = x.amin(dim=spatial, keepdim=True)
+    return lo, x.amax(dim=spatial, keepdim=True) - lo + RANGE_EPS
+
+
 def normalise_maps(x: torch.Tensor, how: str) -> torch.Tensor:
     """Each (sample, channel) map of ``x`` (B, C, *S) normalised over all spatial axes, in float32 (float64 stays
     float64)."""
@@ -51,9 +58,8 @@ def normalise_maps(x: torch.Tensor, how: str) -> torch.Tensor:
     if how == "raw":
         return x
     if how == "minmax":
-        lo = x.amin(dim=spatial, keepdim=True)
-        hi = x.amax(dim=spatial, keepdim=True)
-        return (x - lo) / (hi - lo + RANGE_EPS)
+        lo, scale = _minmax_bounds(x)
+        return (x - lo) / scale
     if how == "zscore":
         mean = x.mean(dim=spatial, keepdim=True)
         std = x.std(dim=spatial, keepdim=True, unbiased=False)
@@ -67,11 +73,10 @@ def delta_opt(output: torch.Tensor, pool_size: int = 2) -> torch.Tensor | None:
         return None
     spatial = tuple(range(2, output.ndim))
     x = output if output.dtype == torch.float64 else output.float()
-    lo = x.amin(dim=spatial, keepdim=True)
-    hi = x.amax(dim=spatial, keepdim=True)
+    lo, scale = _minmax_bounds(x)
     # min-max normalisation is affine per map, so it commutes with average pooling: normalising the pooled maps
     # is the same function, without two full-resolution passes (and their backward) per layer and step
-    normed = (pool(x, pool_size) - lo) / (hi - lo + RANGE_EPS)
+    normed = (pool(x, pool_size) - lo) / scale
     diff = normed[:, :1] - normed[:, 1:]
     d = torch.sqrt(diff.pow(2).mean(dim=spatial) + OPT_EPS)  # (B, C-1)
     return d.mean()
