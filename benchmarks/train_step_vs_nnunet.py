@@ -3,12 +3,14 @@
 Usage::
 
     .venv/bin/python benchmarks/train_step_vs_nnunet.py [--threads 2] [--steps 5] [--warmup 2]
+        [--precision auto|fp32|bf16] [--trainer Trainer|SauronTrainer]
 
 Both sides use nnU-Net's own plan for the 10-case ~64³ toy set (patch 64×80×64, batch 2, widths 32…320,
 5 stages): forward, deep-supervision Dice+CE loss, backward, gradient clipping 12, SGD-Nesterov step, on the
 same random batch. Each side runs in its own long-lived process (nnU-Net from ``.bench-venv``) with the same
 number of torch threads; the orchestrator asks them for one step at a time, alternating (ours, nnU-Net, ours,
-...), and reports the medians and their ratio (goal: ≤ 1.0; issue 11: ≤ 0.5). `--precision` is our trainer's.
+...), and reports the medians and their ratio (goal: ≤ 1.0; issue 11: ≤ 0.5). `--precision` is our trainer's;
+``--trainer SauronTrainer`` times our step with Sauron's clustering term (δ_opt on every prunable layer).
 """
 from __future__ import annotations
 
@@ -31,10 +33,12 @@ import json, sys, numpy as np, torch
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
 from trainers.base import Trainer, TrainerConfig
+from trainers.sauron import SauronConfig, SauronTrainer
 torch.set_num_threads(int(sys.argv[1]))
 paths = Paths.under(sys.argv[2])
 plans = Plans.load(paths.preprocessed / "Dataset002_Toy64" / "nnunet" / "plans.json")
-t = Trainer(plans, "3d_fullres", "0", paths, TrainerConfig(num_workers=0, precision=sys.argv[3]), "cpu")
+trainer, config = {"Trainer": (Trainer, TrainerConfig), "SauronTrainer": (SauronTrainer, SauronConfig)}[sys.argv[4]]
+t = trainer(plans, "3d_fullres", "0", paths, config(num_workers=0, precision=sys.argv[3]), "cpu")
 cfg = t.cfg
 rng = np.random.RandomState(0)
 batch = {"data": rng.randn(cfg.batch_size, 1, *cfg.patch_size).astype(np.float32),
@@ -109,6 +113,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="our trainer's precision (auto: fp32 on the CPU; bf16 needs native bfloat16)")
+    parser.add_argument("--trainer", default="Trainer", choices=["Trainer", "SauronTrainer"],
+                        help="our side's trainer (SauronTrainer: the step with the clustering term)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
     args = parser.parse_args(argv)
     if nnunet_bin("nnUNetv2_plan_and_preprocess") is None:
@@ -118,7 +124,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory():
         procs = {
             "sauron": subprocess.Popen([OUR_BIN / "python", "-c", OURS, str(args.threads), str(root),
-                                        args.precision], env=env,
+                                        args.precision, args.trainer], env=env,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True),
             "nnunet": subprocess.Popen([BENCH_VENV / "bin" / "python", "-c", THEIRS, str(args.threads),
                                         str(nn_pre)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -142,12 +148,13 @@ def main(argv=None) -> int:
           f" (ours: patch {setup['sauron']['patch']}, batch {setup['sauron']['batch']}, "
           f"{setup['sauron']['precision']}); {args.threads} threads; "
           f"median of {args.steps} interleaved steps after {args.warmup} warm-up; CPU: {cpu_model()}")
-    print("| | nnU-Net nnUNetTrainer.train_step | SauronNet Trainer.train_step | ratio |\n|---|---|---|---|")
+    print(f"| | nnU-Net nnUNetTrainer.train_step | SauronNet {args.trainer}.train_step | ratio |\n|---|---|---|---|")
     print(f"| median step | {med['nnunet']:.2f} s | {med['sauron']:.2f} s | {med['sauron'] / med['nnunet']:.3f} |")
     if args.json:
         write_rows(args.json, [{"benchmark": "training step, nnU-Net's toy plan (patch 64x80x64, batch 2)",
-                                "dataset": "toy64", "metric": f"median step ({args.threads} threads, ours in "
-                                f"{setup['sauron']['precision']})", "nnunet": med["nnunet"], "sauron": med["sauron"],
+                                "dataset": "toy64", "metric": f"median step ({args.threads} threads, ours "
+                                f"{args.trainer} in {setup['sauron']['precision']})", "nnunet": med["nnunet"],
+                                "sauron": med["sauron"],
                                 "unit": "s", "goal": "<= 0.5"}])
     return 0
 
