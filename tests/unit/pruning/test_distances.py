@@ -116,21 +116,61 @@ def test_distances_under_cpu_autocast_are_float32_and_finite():
     assert d.dtype == torch.float32 and torch.isfinite(d)
 
 
-@pytest.mark.parametrize("shape", [(2, 5, 6, 8, 4), (1, 4, 1, 6, 5), (3, 3, 8, 6)])
-def test_delta_opt_equals_its_definition_value_and_gradient(shape):
-    # the definition: min-max normalise every full-resolution map, then pool, then the distances to channel 0;
-    # delta_opt pools first (the normalisation is affine per map), which must not change value or gradient
-    from sauronnet.pruning.distances import OPT_EPS, normalise_maps
+def _definition(x: torch.Tensor) -> torch.Tensor:
+    """δ_opt as DESIGN.md §5 states it: min-max normalise every full-resolution map, pool, distances to channel 0
+    (the extremes through ``min``/``max`` over the flattened map: at tied extremes the gradient goes to the one
+    position they pick, a subgradient)."""
+    from sauronnet.pruning.distances import OPT_EPS, RANGE_EPS
 
+    flat = x.flatten(2)
+    shape = (*x.shape[:2], *([1] * (x.ndim - 2)))
+    lo = flat.min(dim=2).values.reshape(shape)
+    normed = pool((x - lo) / (flat.max(dim=2).values.reshape(shape) - lo + RANGE_EPS))
+    spatial = tuple(range(2, x.ndim))
+    return torch.sqrt((normed[:, :1] - normed[:, 1:]).pow(2).mean(dim=spatial) + OPT_EPS).mean()
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 6, 8, 4), (1, 4, 1, 6, 5), (3, 3, 8, 6), (2, 3, 7, 5, 9)])
+def test_delta_opt_equals_its_definition_value_and_gradient(shape):
+    # delta_opt pools first (the normalisation is affine per map) and has its own backward: neither may change
+    # the value or the gradient (odd sizes: pooling drops the remainder, which gets only the extremes' share)
     x = (torch.randn(*shape, dtype=torch.float64) * 3 + 1)
     x[0, 1].fill_(2.0)  # a constant map (range 0) and tied extremes
     x[-1, 2].view(-1)[:3] = x[-1, 2].max()
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    normed = pool(normalise_maps(a, "minmax"))
-    spatial = tuple(range(2, a.ndim))
-    expected = torch.sqrt((normed[:, :1] - normed[:, 1:]).pow(2).mean(dim=spatial) + OPT_EPS).mean()
+    expected = _definition(a)
     got = delta_opt(b)
     expected.backward()
     got.backward()
     assert float(got) == pytest.approx(float(expected), rel=1e-12)
     torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_delta_opt_of_bfloat16_channels_last_maps_matches_float64():
+    # the training step's block outputs: bf16 under autocast, channels-last; the gradient keeps both, and the
+    # value and gradient are those of the same maps in float64 (to bf16's rounding of the gradient)
+    x = torch.randn(2, 6, 6, 10, 8).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_()
+    ref = x.detach().double().requires_grad_()
+    got, expected = delta_opt(x), _definition(ref)
+    got.backward()
+    expected.backward()
+    assert got.dtype == torch.float32
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+    assert x.grad.dtype == torch.bfloat16 and x.grad.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(x.grad.double(), ref.grad, rtol=1e-2, atol=1e-2 * float(ref.grad.abs().max()))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8, 4), (1, 2, 1, 7, 5), (2, 3, 9, 6), (1, 2, 5, 1, 1)])
+@pytest.mark.parametrize("size", [2, 3])
+def test_pool_equals_avg_pool_in_float32_for_every_layout(shape, size):
+    x = torch.randn(*shape)
+    kernel = [size if s > 1 else 1 for s in shape[2:]]
+    avg = (torch.nn.functional.avg_pool3d if x.ndim == 5 else torch.nn.functional.avg_pool2d)(x, kernel, kernel)
+    torch.testing.assert_close(pool(x, size), avg)
+    if x.ndim == 5:
+        torch.testing.assert_close(pool(x.contiguous(memory_format=torch.channels_last_3d), size), avg)
+    half = pool(x.to(torch.bfloat16), size)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, avg, rtol=1e-2, atol=1e-2)
+    assert pool(x.double(), size).dtype == torch.float64
