@@ -124,7 +124,9 @@ class SauronTrainer(PruningTrainer):
     # ---- loss ------------------------------------------------------------------------------------------------
     def compute_loss(self, outputs, target: torch.Tensor) -> torch.Tensor:
         loss = self.loss(outputs, target, self.world)
-        terms = [d for d in (delta_opt(m, self.config.pool) for m in self._maps.values()) if d is not None]
+        # λ = 0 (no clustering term): the term would add 0 to the loss and its gradient, so it is not computed
+        terms = [d for d in (delta_opt(m, self.config.pool) for m in self._maps.values()) if d is not None] \
+            if self.config.lam else []
         if terms:  # δ_opt is a mean over samples: weighted by this rank's share of the global batch
             loss = loss + self.config.lam * self.world.share * torch.stack(terms).mean()
         if self.observe_batch:

@@ -1,5 +1,6 @@
 import json
 import math
+from unittest import mock
 
 import torch
 
@@ -81,6 +82,10 @@ def test_loss_adds_the_clustering_term(results_paths):
         losses.append(float(tr.compute_loss(tr.network(data), target).detach()))
     assert losses[1] > losses[0]
     assert t2._maps == {}  # feature maps are released after each loss
+    # λ = 0: exactly the segmentation loss, and δ_opt is not computed at all
+    with mock.patch("trainers.sauron.delta_opt", side_effect=AssertionError("computed with λ = 0")):
+        assert float(t.compute_loss(t.network(data), target).detach()) == losses[0]
+    assert losses[0] == float(t.loss(t.network(data), target, t.world).detach())
 
 
 def test_adam_variant_prunes_too(results_paths):
