@@ -85,7 +85,8 @@ class TrainerConfig:
     #: background augmentation processes; None = one per two CPU cores, at most 8
     num_workers: int | None = None
     #: fp32, bf16 (CPU with native bfloat16) or auto: float16 AMP on CUDA, fp32 on the CPU (bf16 training is
-    #: opt-in until it is measured against fp32 on a bf16 CPU; see sauronnet.precision and the README); fp64
+    #: opt-in: as good for the unpruned model, but a bf16-trained demo model lost a class when pruned; README
+    #: "Speed on the CPU"); fp64
     #: trains in float64 (slow; for checking that two ways of training compute the same thing)
     precision: str = "auto"
     #: nnU-Net's data augmentation (False: patches are only cropped, at the network's patch size)
