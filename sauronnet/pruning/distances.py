@@ -112,7 +112,7 @@ class _NormalisedPool(torch.autograd.Function):
         scale = hi.to(dtype).reshape(shape) - low + RANGE_EPS
         normed = (pool(x, pool_size) - low) / scale
         ctx.pool_size, ctx.shape, ctx.dtype = pool_size, x.shape, x.dtype
-        ctx.channels_last = x.ndim == 5 and x.movedim(1, -1).is_contiguous() and not x.is_contiguous()
+        ctx.channels_last = x.movedim(1, -1).is_contiguous() and not x.is_contiguous()
         ctx.save_for_backward(lo_at, hi_at, scale, normed)
         return normed
 
@@ -123,7 +123,8 @@ class _NormalisedPool(torch.autograd.Function):
         g = grad / scale
         d_lo = ((normed - 1) * g).sum(dim=spatial)  # ∂normed/∂lo = (normed - 1) / scale
         d_hi = -(normed * g).sum(dim=spatial)  # ∂normed/∂hi = -normed / scale
-        layout = torch.channels_last_3d if ctx.channels_last else torch.contiguous_format
+        layout = torch.contiguous_format if not ctx.channels_last else \
+            torch.channels_last_3d if len(ctx.shape) == 5 else torch.channels_last
         out = torch.empty(ctx.shape, dtype=ctx.dtype, device=grad.device, memory_format=layout)
         kernel = _kernel(ctx.shape, ctx.pool_size)
         # the pooling's share: each pooled value's gradient spread evenly over its window (0 on a remainder)
@@ -136,7 +137,8 @@ class _NormalisedPool(torch.autograd.Function):
         covered.copy_(per_voxel.reshape(*g.shape[:2], *[n for s in g.shape[2:] for n in (s, 1)]))
         # the extremes' share, at their positions (indexing ``out`` itself: a scatter into its flattened view
         # would copy a channels-last tensor twice)
-        batch, channel = torch.meshgrid(torch.arange(ctx.shape[0]), torch.arange(ctx.shape[1]), indexing="ij")
+        batch, channel = torch.meshgrid(torch.arange(ctx.shape[0], device=out.device),
+                                        torch.arange(ctx.shape[1], device=out.device), indexing="ij")
         for at, d in ((lo_at, d_lo), (hi_at, d_hi)):
             out.index_put_((batch, channel, *torch.unravel_index(at, ctx.shape[2:])), d.to(out.dtype),
                            accumulate=True)

@@ -146,10 +146,12 @@ def test_delta_opt_equals_its_definition_value_and_gradient(shape):
     torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-14)
 
 
-def test_delta_opt_of_bfloat16_channels_last_maps_matches_float64():
+@pytest.mark.parametrize("shape, layout", [((2, 6, 6, 10, 8), torch.channels_last_3d),
+                                           ((2, 6, 10, 8), torch.channels_last)])
+def test_delta_opt_of_bfloat16_channels_last_maps_matches_float64(shape, layout):
     # the training step's block outputs: bf16 under autocast, channels-last; the gradient keeps both, and the
     # value and gradient are those of the same maps in float64 (to bf16's rounding of the gradient)
-    x = torch.randn(2, 6, 6, 10, 8).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(*shape).to(torch.bfloat16).contiguous(memory_format=layout)
     x.requires_grad_()
     ref = x.detach().double().requires_grad_()
     got, expected = delta_opt(x), _definition(ref)
@@ -157,7 +159,7 @@ def test_delta_opt_of_bfloat16_channels_last_maps_matches_float64():
     expected.backward()
     assert got.dtype == torch.float32
     assert float(got) == pytest.approx(float(expected), rel=1e-6)
-    assert x.grad.dtype == torch.bfloat16 and x.grad.is_contiguous(memory_format=torch.channels_last_3d)
+    assert x.grad.dtype == torch.bfloat16 and x.grad.is_contiguous(memory_format=layout)
     torch.testing.assert_close(x.grad.double(), ref.grad, rtol=1e-2, atol=1e-2 * float(ref.grad.abs().max()))
 
 
