@@ -353,6 +353,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         world = distributed.world_from_env(os.environ)
     except ValueError as e:
         return _report([str(e)])
+    code = _train_in_world(args, paths, flags, cls, world)
+    if world.distributed:
+        distributed.leave(code)  # without gloo's teardown at interpreter exit (see there)
+    return code
+
+
+def _train_in_world(args: argparse.Namespace, paths: Paths, flags: dict, cls, world) -> int:
+    """``sauron_train``'s work in this process once the command line is checked: one process, or one rank."""
+    from sauronnet import distributed
+
     if world.distributed:
         _setup_logging(args.verbose, world.rank)
     try:

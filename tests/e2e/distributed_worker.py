@@ -57,6 +57,8 @@ def main(argv: list[str]) -> int:
     trainer.on_epoch_end = epoch_end_then_dump
     trainer.save = save_then_snapshot
     trainer.fit(resume=resume, progress=False)
+    if world.distributed:
+        distributed.leave(0)
     distributed.stop()
     return 0
 

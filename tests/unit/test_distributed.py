@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sauronnet.distributed import (World, batch_positions, lost_peer, object_fingerprint, tensors_fingerprint,
-                                   world_from_env)
+from sauronnet.distributed import (World, batch_positions, leave, lost_peer, object_fingerprint,
+                                   tensors_fingerprint, world_from_env)
 from sauronnet.losses import DeepSupervisionLoss
 
 
@@ -92,12 +92,10 @@ def _two_ranks(rank: int, port: int) -> None:
         with pytest.raises(RuntimeError, match=r"diverged in a test: weights differ between ranks"):
             world.check_identical({"same": 7, "weights": rank}, "in a test")
         dist.barrier()  # neither rank tears down its connections while the other still uses them
-    finally:
+    except BaseException:
         dist.destroy_process_group()
-    # Every check passed. On this CPU a gloo rank still aborts now and then in its C++ teardown at interpreter
-    # exit ("terminate called without an active exception", SIGABRT; 1 in ~5 runs even with the barrier), after
-    # the work is done: leave without that teardown. A failed check raises above and is reported by mp.spawn.
-    os._exit(0)
+        raise  # a failed check is reported by mp.spawn
+    leave(0)  # every check passed: exit without gloo's teardown (see sauronnet.distributed.leave)
 
 
 def test_two_processes_compute_the_global_batch_loss_and_catch_divergence():
