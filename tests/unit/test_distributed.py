@@ -106,3 +106,21 @@ def test_two_processes_compute_the_global_batch_loss_and_catch_divergence():
         port = s.getsockname()[1]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_two_ranks, args=(port,), nprocs=2, join=True)
+
+
+def test_leave_exits_with_the_code_after_flushing_and_skips_the_interpreter_teardown(tmp_path):
+    # what a finished rank prints and logs must reach torchrun's pipes; the exit skips the teardown in which
+    # gloo's threads abort (an atexit handler stands for it here)
+    import subprocess
+    import sys
+    script = ("import atexit, logging, sys\n"
+              "from sauronnet.distributed import leave\n"
+              "logging.basicConfig(stream=sys.stderr, level=logging.INFO)\n"
+              "atexit.register(lambda: print('teardown ran', flush=True))\n"
+              "print('epoch done', end='')\n"
+              "logging.getLogger('x').info('checkpoint written')\n"
+              "leave(3)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3
+    assert done.stdout == "epoch done"
+    assert "checkpoint written" in done.stderr
