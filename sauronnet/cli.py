@@ -297,6 +297,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     sauron.add_argument("--dice-guard", type=float, metavar="MARGIN",
                         help="non-paper: no threshold step and no removal in epochs whose validation pseudo-Dice "
                              "(EMA) lies more than MARGIN below its best (default: off, as the paper)")
+    sauron.add_argument("--rollback-drop", type=float, metavar="D",
+                        help="non-paper: undo an epoch end's removals when a class's validation pseudo-Dice then "
+                             "falls more than D below its level before them (a class the removals destroyed), and "
+                             "prune the layers that lost channels then no further (default: off, as the paper; "
+                             "make demo uses 0.2)")
     base = parser.add_argument_group(
         "Baselines (L1Trainer, FPGMTrainer, CSGDTrainer, RandomTrainer, ScratchTrainer, UniformTrainer; README: "
         "'Sauron against other pruning methods')")
@@ -339,8 +344,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     paths = paths_from_env()
     flags = {k: getattr(args, k) for k in ("lam", "tau0", "tau_max", "kappa", "rho", "mu", "prune_batches",
                                            "score_maps", "val_test", "stop_after", "dice_guard",
-                                           "protect_last_block", "skip_empty_patience", "plateau_iterations",
-                                           "match", "keep_flops", "prune_epoch", "centripetal")}
+                                           "rollback_drop", "protect_last_block", "skip_empty_patience",
+                                           "plateau_iterations", "match", "keep_flops", "prune_epoch", "centripetal")}
     cls = TRAINERS[args.trainer]
     if unknown := [k for k, v in flags.items() if v is not None and k not in cls.config_class.__dataclass_fields__]:
         owners = {k: sorted(n for n, c in TRAINERS.items() if k in c.config_class.__dataclass_fields__)

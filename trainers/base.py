@@ -393,11 +393,7 @@ class Trainer:
         if ckpt["trainer"] != self.name or ckpt["configuration"] != self.configuration:
             raise ValueError(f"{path} was written by {ckpt['trainer']} ({ckpt['configuration']}), not "
                              f"{self.name} ({self.configuration})")
-        if ckpt["widths"] != self.network.widths():
-            self.network = self._place(self.build_network(ckpt["widths"]))
-            self.optimizer = self.configure_optimizers()
-        self.network.load_state_dict(ckpt["state_dict"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.load_weights(ckpt)
         if self.scaler is not None and ckpt["grad_scaler"] is not None:
             self.scaler.load_state_dict(ckpt["grad_scaler"])
         self.epoch, self.ema_dice = int(ckpt["epoch"]), ckpt["ema_dice"]
@@ -410,6 +406,15 @@ class Trainer:
         if before != self.world.size:
             logger.info("the run continues on %d processes (it trained on %d): the global batch of %d and its "
                         "samples are unchanged", self.world.size, before, self.cfg.batch_size)
+
+    def load_weights(self, state: dict) -> None:
+        """Network and optimizer from ``state`` (a checkpoint's ``widths``, ``state_dict`` and ``optimizer``):
+        the network is rebuilt when its widths differ (a pruned model, or one rewound to before a pruning)."""
+        if state["widths"] != self.network.widths():
+            self.network = self._place(self.build_network(state["widths"]))
+            self.optimizer = self.configure_optimizers()
+        self.network.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
     def initialize_from(self, path: Path) -> None:
         """Starts from the weights of another model's checkpoint (an imported nnU-Net model, or any SauronNet

@@ -75,7 +75,9 @@ class RandomTrainer(PruningTrainer):
         super().__init__(*args, **kwargs)
         if self.config.match is None:
             raise ValueError(f"{self.name} replays a pruned run: give --match PRUNED_MODEL (its pruning.jsonl)")
-        self.replay = {line["epoch"]: line["layers"] for line in pruning_log(self.config.match, self.fold)}
+        log = pruning_log(self.config.match, self.fold)
+        undone = {line["undoes"] for line in log if "undoes" in line}  # removals the matched run took back
+        self.replay = {line["epoch"]: line["layers"] for line in log if line["epoch"] not in undone}
 
     def channel_scores(self):
         layers = list(self.network.widths())

@@ -174,15 +174,16 @@ class PruningTrainer(Trainer):
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
         before = self.network.widths()
         removed = self.apply(epoch, self.select(epoch, metrics))
-        report = {}
-        for name, width in before.items():
-            n = removed.get(name, 0)
-            report[name] = {**self.layer_report(name), "width": width - n, "removed": n}
-        metrics["pruning"] = report
+        report = metrics["pruning"] = self.pruning_report(before, removed)
         total = sum(removed.values())
         if total:
             logger.info("epoch %d: %s removed %d channels; %d remain", epoch, self.name, total,
                         sum(r["width"] for r in report.values()))
+
+    def pruning_report(self, before: dict[str, int], removed: dict[str, int]) -> dict[str, dict]:
+        """The epoch's ``pruning.jsonl`` entry: per layer, the method's figures, its width and its removals."""
+        return {name: {**self.layer_report(name), "width": width - removed.get(name, 0),
+                       "removed": removed.get(name, 0)} for name, width in before.items()}
 
     def on_train_end(self, summary: dict) -> dict:
         """Adds parameters and forward FLOPs before and after pruning to the summary (and
@@ -208,7 +209,8 @@ class PruningTrainer(Trainer):
     def write_metrics(self) -> None:
         super().write_metrics()
         write_text_atomic(self.output_dir / "pruning.jsonl", "".join(
-            json.dumps(to_jsonable({"epoch": h["epoch"], "layers": h.get("pruning", {})})) + "\n"
+            json.dumps(to_jsonable({"epoch": h["epoch"], "layers": h.get("pruning", {}),
+                                    **({"undoes": h["rollback"]["to_epoch"]} if "rollback" in h else {})})) + "\n"
             for h in self.history))
 
     def progress_panels(self) -> list:
@@ -216,7 +218,8 @@ class PruningTrainer(Trainer):
 
 
 def pruning_log(model: str | Path, fold: str) -> list[dict]:
-    """The ``pruning.jsonl`` lines next to a pruned model's checkpoint (one per epoch)."""
+    """The ``pruning.jsonl`` lines next to a pruned model's checkpoint (one per epoch). A line with ``undoes: E``
+    marks the epoch at which the removals of epoch E's end were undone (Sauron's ``--rollback-drop``)."""
     path = match_checkpoint(model, fold).parent / "pruning.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no pruning log; --match needs a model trained by a pruning trainer")

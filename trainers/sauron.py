@@ -13,7 +13,8 @@ channel is drawn from (seed, epoch, layer), so every rank removes the same chann
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from sauronnet.networks.unet import UNet, default_widths
 from sauronnet.pruning.distances import SCORE_MAPS, delta_opt, delta_prune
 from sauronnet.pruning.schedule import (VAL_TESTS, LayerState, SauronSettings, advance, losses_converged,
                                         plateau_window, record_pruning, threshold)
-from trainers.base import TrainerConfig
+from trainers.base import EMA_ALPHA, TrainerConfig
 from trainers.pruning import PruningTrainer
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ class SauronConfig(TrainerConfig):
     #: epoch⌉ epochs, the paper's statistics (its epochs: 250 iterations) with short epochs (None: each epoch's
     #: own losses, as the paper)
     plateau_iterations: int | None = None
+    #: non-paper: undo an epoch end's removals when, in an epoch after them, a class's validation pseudo-Dice lies
+    #: more than this below that class's EMA before them; the layers that lost channels then are pruned no further
+    #: (None: never, as the paper)
+    rollback_drop: float | None = None
     #: warn when the EMA pseudo-Dice ends this far below its best while channels were removed
     dice_drop_warning: float = 0.05
 
@@ -74,8 +79,10 @@ class SauronConfig(TrainerConfig):
         if self.prune_batches < 1 or self.prune_batches > self.iterations_per_epoch:
             raise ValueError(f"prune_batches must be 1..iterations per epoch ({self.iterations_per_epoch}), "
                              f"got {self.prune_batches}")
-        if self.dice_guard is not None and not 0 < self.dice_guard < 1:
-            raise ValueError(f"dice_guard must lie in (0, 1), got {self.dice_guard}")
+        for name in ("dice_guard", "rollback_drop"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise ValueError(f"{name} must lie in (0, 1), got {value}")
         if not 0 <= self.tau0 <= self.tau_max <= 1:
             raise ValueError(f"thresholds must satisfy 0 <= tau0 <= tau_max <= 1, got tau0 {self.tau0} and tau_max "
                              f"{self.tau_max}")
@@ -90,6 +97,23 @@ class SauronConfig(TrainerConfig):
         return SauronSettings(**{k: v for k, v in asdict(self).items() if k in names})
 
 
+#: epoch ends whose removals ``rollback_drop`` can still undo (the most recent ones)
+ROLLBACK_DEPTH = 2
+
+
+@dataclass
+class Undo:
+    """What one epoch end's removals can be undone to (``rollback_drop``): the training state just before them."""
+
+    epoch: int
+    #: the layers that lost channels at that epoch end
+    layers: list[str]
+    #: each class's pseudo-Dice EMA before the removals
+    baseline: dict[str, float]
+    #: widths, state_dict and optimizer (on the CPU), checkpoint extras, the trainer's EMA pseudo-Dice
+    state: dict = field(repr=False)
+
+
 class SauronTrainer(PruningTrainer):
     name = "SauronTrainer"
     config_class = SauronConfig
@@ -100,8 +124,11 @@ class SauronTrainer(PruningTrainer):
         self._scores: dict[str, list[torch.Tensor]] = {}
         self._references: dict[str, int] = {}
         self._states_now: dict[str, LayerState] = {}
+        self._undo: list[Undo] = []
         super().__init__(*args, **kwargs)
         self.layer_states = {name: LayerState() for name in self.network.widths()}
+        #: per class, the EMA of the validation pseudo-Dice (what ``rollback_drop`` compares with)
+        self.class_ema: dict[str, float] = {}
 
     @property
     def observed_batches(self) -> int:
@@ -146,6 +173,62 @@ class SauronTrainer(PruningTrainer):
                                                                  self.config.pool, self.config.score_maps).cpu())
 
     # ---- pruning ---------------------------------------------------------------------------------------------
+    def on_epoch_end(self, epoch: int, metrics: dict) -> None:
+        if self.rollback(epoch, metrics):
+            return
+        for c, v in metrics["pseudo_dice"].items():
+            if math.isfinite(v):
+                previous = self.class_ema.get(c, v)
+                self.class_ema[c] = (1 - EMA_ALPHA) * previous + EMA_ALPHA * v
+        super().on_epoch_end(epoch, metrics)
+
+    def apply(self, epoch: int, keep: dict[str, torch.Tensor]) -> dict[str, int]:
+        if keep and self.config.rollback_drop is not None:
+            cpu = torch.device("cpu")
+            state = {"widths": self.network.widths(),
+                     "state_dict": {k: v.detach().to(cpu, copy=True) for k, v in self.network.state_dict().items()},
+                     "optimizer": _to_device(self.optimizer.state_dict(), cpu),
+                     "extras": self.checkpoint_extras(), "ema_dice": self.ema_dice}
+            self._undo = [*self._undo, Undo(epoch, sorted(keep), dict(self.class_ema), state)][-ROLLBACK_DEPTH:]
+        return super().apply(epoch, keep)
+
+    def rollback(self, epoch: int, metrics: dict) -> bool:
+        """``rollback_drop``: if a class's pseudo-Dice of this epoch lies more than ``rollback_drop`` below its EMA
+        before the last removals that can still be undone, rewinds network, optimizer, schedules and EMA to just
+        before those removals and freezes the layers that lost channels then; returns whether it did.
+
+        Removing a channel that a class needed shows at once (the lesion of ``make demo`` went from pseudo-Dice
+        0.98 to 0.0 in the epoch after one removal, and did not come back in 40 epochs), while the epoch-to-epoch
+        noise of a class that was not harmed stayed below 0.07 in every run measured (README: 'Two ways to a small
+        model'). A rewind after another rewind goes one pruning further back (up to ``ROLLBACK_DEPTH``); the states
+        to rewind to live in memory, so a run continued from a checkpoint cannot undo removals made before it.
+        """
+        drop = self.config.rollback_drop
+        if drop is None or not self._undo:
+            return False
+        undo = self._undo[-1]
+        collapsed = {c: v for c, v in metrics["pseudo_dice"].items()
+                     if math.isfinite(v) and c in undo.baseline and v < undo.baseline[c] - drop}
+        if not collapsed:
+            return False
+        self._undo.pop()
+        before = self.network.widths()
+        self.load_weights({**undo.state, "optimizer": _to_device(undo.state["optimizer"], self.device)})
+        frozen = {name for name, st in self.layer_states.items() if st.frozen}  # by rewinds after these removals
+        self.load_checkpoint_extras(undo.state["extras"])
+        self.ema_dice = undo.state["ema_dice"]
+        for name in frozen | set(undo.layers):
+            self.layer_states[name] = replace(self.layer_states[name], frozen=True)
+        self._scores, self._references, self._states_now = {}, {}, dict(self.layer_states)
+        removed = {name: before[name] - w for name, w in self.network.widths().items()}  # negative: channels back
+        metrics["rollback"] = {"to_epoch": undo.epoch, "classes": collapsed, "frozen": undo.layers}
+        metrics["pruning"] = self.pruning_report(before, removed)
+        logger.warning("epoch %d: pseudo-Dice of class %s fell more than %.2f below its level before the removals "
+                       "of epoch %d; they are undone (%d channels back) and layers %s are pruned no further", epoch,
+                       ", ".join(f"{c} ({v:.3f} < {undo.baseline[c]:.3f})" for c, v in collapsed.items()), drop,
+                       undo.epoch, -sum(removed.values()), ", ".join(undo.layers))
+        return True
+
     def select(self, epoch: int, metrics: dict) -> dict[str, torch.Tensor]:
         """Advances every layer's threshold schedule and keeps, per layer, the channels whose δ_prune reaches
         its threshold (and the reference channel)."""
@@ -160,6 +243,7 @@ class SauronTrainer(PruningTrainer):
             logger.info("epoch %d: Sauron paused: pseudo-Dice (EMA) %.4f is more than %.3f below its best", epoch,
                         metrics["ema_pseudo_dice"], self.config.dice_guard)
         protected = {self.head_input_block()} if self.config.protect_last_block else set()
+        protected |= {name for name, st in self.layer_states.items() if st.frozen}
         scores = self.global_scores()
         keep = {}
         for name, width in self.network.widths().items():
@@ -189,7 +273,8 @@ class SauronTrainer(PruningTrainer):
 
     def layer_report(self, name: str) -> dict:
         state = self._states_now[name]
-        return {"tau": threshold(state, self.config.sauron), "patience": state.patience}
+        return {"tau": threshold(state, self.config.sauron), "patience": state.patience,
+                **({"frozen": True} if state.frozen else {})}
 
     def head_input_block(self) -> str:
         """The prunable layer that feeds the final segmentation head (the last one in forward order)."""
@@ -204,11 +289,12 @@ class SauronTrainer(PruningTrainer):
         return margin is not None and bool(ema) and ema[-1] < max(ema) - margin
 
     def training_done(self) -> bool:
-        """``stop_after``: every layer at τ_max and nothing removed for the last ``stop_after`` epochs."""
+        """``stop_after``: every layer at τ_max (or frozen) and nothing removed for the last ``stop_after``
+        epochs."""
         n = self.config.stop_after
         if n is None or len(self.history) < n:
             return False
-        return all(r["tau"] >= self.config.tau_max - 1e-12 and r["removed"] == 0
+        return all((r["tau"] >= self.config.tau_max - 1e-12 or r.get("frozen")) and r["removed"] == 0
                    for h in self.history[-n:] for r in h.get("pruning", {}).values())
 
     # ---- summary ---------------------------------------------------------------------------------------------
@@ -238,7 +324,20 @@ class SauronTrainer(PruningTrainer):
 
     # ---- checkpoints -----------------------------------------------------------------------------------------
     def checkpoint_extras(self) -> dict:
-        return {"layer_states": {k: asdict(v) for k, v in self.layer_states.items()}}
+        return {"layer_states": {k: asdict(v) for k, v in self.layer_states.items()},
+                "class_ema": dict(self.class_ema)}
 
     def load_checkpoint_extras(self, extras: dict) -> None:
         self.layer_states = {k: LayerState(**v) for k, v in extras["layer_states"].items()}
+        self.class_ema = dict(extras.get("class_ema", {}))  # checkpoints before --rollback-drop have none
+
+
+def _to_device(state, device: torch.device):
+    """An optimizer state dict (nested containers of tensors) with every tensor on ``device``."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device, copy=True)
+    if isinstance(state, dict):
+        return {k: _to_device(v, device) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_device(v, device) for v in state)
+    return state

@@ -54,6 +54,9 @@ class LayerState:
     patience: int = 0
     last_removed: int = 0
     width_before_last: int = 0
+    #: non-paper (``--rollback-drop``): the layer's last removal was undone because a class collapsed after it;
+    #: its threshold stays where it is and it loses no more channels
+    frozen: bool = False
 
 
 def threshold_grid(s: SauronSettings) -> np.ndarray:
@@ -104,7 +107,9 @@ def layer_stopped_pruning(state: LayerState, mu: float) -> bool:
 
 
 def advance(state: LayerState, losses_ok: bool, s: SauronSettings) -> LayerState:
-    """One epoch end of the schedule for one layer (before pruning)."""
+    """One epoch end of the schedule for one layer (before pruning); a frozen layer stays as it is."""
+    if state.frozen:
+        return state
     if state.patience > 0:
         return replace(state, patience=state.patience - 1)
     if losses_ok and layer_stopped_pruning(state, s.mu) and state.step < s.kappa:

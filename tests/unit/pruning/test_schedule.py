@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from sauronnet.pruning.schedule import (LayerState, SauronSettings, advance, layer_stopped_pruning,
@@ -128,3 +130,11 @@ def test_skip_empty_patience_climbs_one_step_per_epoch_until_a_step_removes_chan
     assert record_pruning(LayerState(step=1, patience=5), 32, 0, 5).patience == 0
     assert record_pruning(LayerState(step=1, patience=5), 32, 2, 5).patience == 5
     assert record_pruning(LayerState(step=1, patience=3), 32, 0, 5).patience == 3  # not a step of this epoch
+
+
+def test_a_frozen_layer_keeps_its_threshold_and_patience():
+    s = SauronSettings()
+    ready = record_pruning(LayerState(), 100, 0)  # would step now
+    assert advance(ready, True, s).step == 1
+    for state in (replace(ready, frozen=True), LayerState(step=3, patience=2, frozen=True)):
+        assert advance(state, True, s) == state

@@ -85,6 +85,17 @@ def test_random_replays_the_matched_runs_removals(pruned_model, results_paths):
     assert not all(drawn)
 
 
+def test_random_skips_the_removals_the_matched_run_undid(results_paths, tmp_path):
+    (tmp_path / "checkpoint_final.pth").touch()  # only its pruning.jsonl is read
+    log = [{"epoch": 0, "layers": {"a": {"width": 6, "removed": 2}}},
+           {"epoch": 1, "layers": {"a": {"width": 8, "removed": -2}}, "undoes": 0},
+           {"epoch": 2, "layers": {"a": {"width": 7, "removed": 1}}}]
+    (tmp_path / "pruning.jsonl").write_text("".join(json.dumps(line) + "\n" for line in log))
+    t = make(RandomTrainer, results_paths, MatchConfig(match=str(tmp_path), **SMALL))
+    assert [t.removals(e, {}) for e in range(3)] == [{}, {"a": -2}, {"a": 1}]
+    assert t.select(1, {}) == {}  # a rewind's negative count removes nothing
+
+
 def test_scratch_and_uniform_build_their_widths(pruned_model, results_paths):
     paths, sauron = pruned_model
     scratch = make(ScratchTrainer, results_paths, MatchConfig(match=str(sauron.output_dir), **SMALL))

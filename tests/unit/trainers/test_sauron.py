@@ -123,6 +123,9 @@ def test_stop_after_needs_every_layer_at_tau_max_without_removals(results_paths)
     assert not t.training_done()  # a threshold is still climbing
     t.history = _history([(0.5, done)])
     assert not t.training_done()  # not yet stop_after epochs
+    t.history = _history([(0.5, done), (0.5, {"a": (0.6, 0), "b": (0.45, 0)})])
+    t.history[-1]["pruning"]["b"]["frozen"] = True
+    assert t.training_done()  # a layer frozen by a rewind climbs no further
     t2 = make(results_paths)
     t2.history = _history([(0.5, done)] * 5)
     assert not t2.training_done()  # the paper's way: every epoch is trained
@@ -151,19 +154,20 @@ def test_a_collapsing_dice_while_pruning_is_reported(results_paths):
 def test_invalid_sauron_options_are_refused():
     import pytest
     for bad in ({"score_maps": "l1"}, {"val_test": "never"}, {"prune_batches": 3}, {"stop_after": 0},
-                {"dice_guard": 1.5}, {"plateau_iterations": 0}):
+                {"dice_guard": 1.5}, {"rollback_drop": 0.0}, {"plateau_iterations": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             with_overrides(FAST, **bad)
 
 
-def _epoch_end_with_zero_scores(t, ema_history, ema_now, score=0.0):
+def _epoch_end_with_zero_scores(t, ema_history, ema_now, score=0.0, dice=None):
     """One epoch end whose δ_prune is ``score`` for every channel (0: all but the reference would go) after a
     history of EMA pseudo-Dice values."""
     t.history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": v}
                  for e, v in enumerate(ema_history)]
     t._scores = {name: [torch.full((w,), score)] for name, w in t.network.widths().items()}
     t._references = {name: 0 for name in t._scores}
-    metrics = {"epoch": len(ema_history), "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": ema_now}
+    metrics = {"epoch": len(ema_history), "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": ema_now,
+               "pseudo_dice": dice or {}}
     t.on_epoch_end(len(ema_history), metrics)
     return metrics
 
@@ -203,7 +207,8 @@ def test_plateau_iterations_average_the_losses_the_schedule_tests(results_paths)
                      for e, v in enumerate([1.0, 0.8])]
         t._scores = {name: [torch.ones(w)] for name, w in t.network.widths().items()}
         t._references = {name: 0 for name in t._scores}
-        t.on_epoch_end(2, {"epoch": 2, "train_loss": 0.8, "val_loss": 1.0, "ema_pseudo_dice": 0.5})
+        t.on_epoch_end(2, {"epoch": 2, "train_loss": 0.8, "val_loss": 1.0, "ema_pseudo_dice": 0.5,
+                           "pseudo_dice": {}})
         steps[plateau] = {s.step for s in t.layer_states.values()}
     assert steps == {None: {1}, 4: {0}}
 
@@ -216,6 +221,68 @@ def test_protect_last_block_keeps_the_head_input_whole(results_paths):
     widths = t.network.widths()
     assert widths[last] == planned[last]
     assert all(w == 1 for k, w in widths.items() if k != last)  # every other layer kept only its reference
+
+
+def _weights(t):
+    return {k: v.clone() for k, v in t.network.state_dict().items()}
+
+
+def test_rollback_undoes_the_removals_after_which_a_class_collapsed(results_paths):
+    t = make(results_paths, with_overrides(FAST, rollback_drop=0.2))
+    planned, weights = dict(t.network.widths()), _weights(t)
+    t.ema_dice = 0.85
+    _epoch_end_with_zero_scores(t, [0.5], 0.85, dice={"1": 0.9, "2": 0.8})  # every layer keeps its reference
+    assert all(w == 1 for w in t.network.widths().values())
+    # the next epoch's validation: class 2 within 0.2 of its level, class 1 collapsed
+    metrics = _epoch_end_with_zero_scores(t, [0.5, 0.85], 0.5, dice={"1": 0.1, "2": 0.75})
+    assert metrics["rollback"] == {"to_epoch": 1, "classes": {"1": 0.1}, "frozen": sorted(planned)}
+    assert t.network.widths() == planned
+    assert all(torch.equal(v, weights[k]) for k, v in t.network.state_dict().items())
+    assert {k: r["removed"] for k, r in metrics["pruning"].items()} == {k: 1 - w for k, w in planned.items()}
+    assert t.ema_dice == 0.85 and t.class_ema == {"1": 0.9, "2": 0.8}
+    assert all(s.frozen for s in t.layer_states.values())
+    t.history = [{"epoch": 0}, {**metrics, "epoch": 2}]
+    t.output_dir.mkdir(parents=True, exist_ok=True)
+    t.write_metrics()  # pruning.jsonl marks the rewind, for RandomTrainer's replay
+    assert json.loads((t.output_dir / "pruning.jsonl").read_text().splitlines()[1])["undoes"] == 1
+    # training goes on with the restored optimizer state, and the frozen layers lose nothing more
+    t.network.train()
+    sum(o.float().mean() for o in t.network(torch.randn(1, 1, *t.cfg.patch_size))).backward()
+    t.optimizer.step()
+    metrics = _epoch_end_with_zero_scores(t, [0.5, 0.85, 0.5], 0.85, dice={"1": 0.9, "2": 0.8})
+    assert "rollback" not in metrics and t.network.widths() == planned
+    assert all(r.get("frozen") for r in metrics["pruning"].values())
+
+
+def test_rollback_leaves_noise_alone_and_is_off_by_default(results_paths):
+    t = make(results_paths, with_overrides(FAST, rollback_drop=0.2))
+    _epoch_end_with_zero_scores(t, [0.5], 0.85, dice={"1": 0.9, "2": 0.8})
+    metrics = _epoch_end_with_zero_scores(t, [0.5, 0.85], 0.8, dice={"1": 0.75, "2": float("nan")})
+    assert "rollback" not in metrics and not any(s.frozen for s in t.layer_states.values())
+    paper = make(results_paths)
+    _epoch_end_with_zero_scores(paper, [0.5], 0.85, dice={"1": 0.9, "2": 0.8})
+    assert paper._undo == []  # nothing kept to undo
+    metrics = _epoch_end_with_zero_scores(paper, [0.5, 0.85], 0.5, dice={"1": 0.0, "2": 0.8})
+    assert "rollback" not in metrics and all(w == 1 for w in paper.network.widths().values())
+
+
+def test_a_second_rollback_goes_one_pruning_further_back(results_paths):
+    t = make(results_paths, with_overrides(FAST, rollback_drop=0.2))
+    planned = dict(t.network.widths())
+    first, second = list(planned)[:1], list(planned)[1:2]
+    for i, layers in enumerate((first, second)):  # two epoch ends, each removing from one layer
+        t.history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": 0.9} for e in range(i + 1)]
+        t._scores = {n: [torch.full((w,), 0.0 if n in layers else 1.0)] for n, w in t.network.widths().items()}
+        t._references = {n: 0 for n in planned}
+        t.on_epoch_end(i + 1, {"epoch": i + 1, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": 0.9,
+                               "pseudo_dice": {"1": 0.9}})
+    assert t.network.widths()[first[0]] == 1 and t.network.widths()[second[0]] == 1
+    for epoch, frozen in ((3, second), (4, first)):
+        metrics = _epoch_end_with_zero_scores(t, [0.9] * epoch, 0.9, score=1.0, dice={"1": 0.0})
+        assert metrics["rollback"]["frozen"] == frozen
+    assert t.network.widths() == planned
+    assert {n for n, st in t.layer_states.items() if st.frozen} == {*first, *second}
+    assert _epoch_end_with_zero_scores(t, [0.9] * 5, 0.9, score=1.0, dice={"1": 0.0}).get("rollback") is None
 
 
 def test_sauron_prunes_in_bf16_without_nan(results_paths, monkeypatch):
