@@ -227,62 +227,82 @@ def _weights(t):
     return {k: v.clone() for k, v in t.network.state_dict().items()}
 
 
-def test_rollback_undoes_the_removals_after_which_a_class_collapsed(results_paths):
+def _epoch(t, dice, score=0.0, only=None):
+    """One epoch end after the trainer's own history (flat losses): δ_prune is ``score`` for every channel of
+    the layers ``only`` (default: all; the others score 1.0, never pruned), validation pseudo-Dice ``dice``."""
+    t._scores = {n: [torch.full((w,), score if only is None or n in only else 1.0)]
+                 for n, w in t.network.widths().items()}
+    t._references = {n: 0 for n in t._scores}
+    metrics = {"epoch": len(t.history), "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": 0.5,
+               "pseudo_dice": dice}
+    t.on_epoch_end(len(t.history), metrics)
+    t.history.append(metrics)
+    return metrics
+
+
+def test_rollback_undoes_removals_after_which_a_class_stays_collapsed(results_paths):
     t = make(results_paths, with_overrides(FAST, rollback_drop=0.2))
     planned, weights = dict(t.network.widths()), _weights(t)
     t.ema_dice = 0.85
-    _epoch_end_with_zero_scores(t, [0.5], 0.85, dice={"1": 0.9, "2": 0.8})  # every layer keeps its reference
+    _epoch(t, {"1": 0.9, "2": 0.8})  # every layer keeps only its reference channel
     assert all(w == 1 for w in t.network.widths().values())
-    # the next epoch's validation: class 2 within 0.2 of its level, class 1 collapsed
-    metrics = _epoch_end_with_zero_scores(t, [0.5, 0.85], 0.5, dice={"1": 0.1, "2": 0.75})
-    assert metrics["rollback"] == {"to_epoch": 1, "classes": {"1": 0.1}, "frozen": sorted(planned)}
+    # class 1 collapses (class 2 stays within 0.2 of its level): the first epoch waits and prunes nothing ...
+    metrics = _epoch(t, {"1": 0.1, "2": 0.75}, score=1.0)
+    assert metrics["rollback_wait"] == 0 and "rollback" not in metrics
+    assert all(w == 1 for w in t.network.widths().values())
+    # ... the second rewinds to the state before the removals and freezes the layers that lost channels
+    t.ema_dice = 0.5
+    metrics = _epoch(t, {"1": 0.05, "2": 0.8}, score=1.0)
+    assert metrics["rollback"] == {"to_epoch": 0, "classes": {"1": 0.05}, "frozen": sorted(planned)}
     assert t.network.widths() == planned
     assert all(torch.equal(v, weights[k]) for k, v in t.network.state_dict().items())
     assert {k: r["removed"] for k, r in metrics["pruning"].items()} == {k: 1 - w for k, w in planned.items()}
     assert t.ema_dice == 0.85 and t.class_ema == {"1": 0.9, "2": 0.8}
     assert all(s.frozen for s in t.layer_states.values())
-    t.history = [{"epoch": 0}, {**metrics, "epoch": 2}]
     t.output_dir.mkdir(parents=True, exist_ok=True)
     t.write_metrics()  # pruning.jsonl marks the rewind, for RandomTrainer's replay
-    assert json.loads((t.output_dir / "pruning.jsonl").read_text().splitlines()[1])["undoes"] == 1
+    assert json.loads((t.output_dir / "pruning.jsonl").read_text().splitlines()[2])["undoes"] == 0
     # training goes on with the restored optimizer state, and the frozen layers lose nothing more
     t.network.train()
     sum(o.float().mean() for o in t.network(torch.randn(1, 1, *t.cfg.patch_size))).backward()
     t.optimizer.step()
-    metrics = _epoch_end_with_zero_scores(t, [0.5, 0.85, 0.5], 0.85, dice={"1": 0.9, "2": 0.8})
+    metrics = _epoch(t, {"1": 0.9, "2": 0.8})
     assert "rollback" not in metrics and t.network.widths() == planned
     assert all(r.get("frozen") for r in metrics["pruning"].values())
 
 
-def test_rollback_leaves_noise_alone_and_is_off_by_default(results_paths):
+def test_rollback_leaves_dips_and_noise_alone_and_is_off_by_default(results_paths):
     t = make(results_paths, with_overrides(FAST, rollback_drop=0.2))
-    _epoch_end_with_zero_scores(t, [0.5], 0.85, dice={"1": 0.9, "2": 0.8})
-    metrics = _epoch_end_with_zero_scores(t, [0.5, 0.85], 0.8, dice={"1": 0.75, "2": float("nan")})
-    assert "rollback" not in metrics and not any(s.frozen for s in t.layer_states.values())
+    planned = dict(t.network.widths())
+    first = list(planned)[:1]
+    _epoch(t, {"1": 0.9, "2": 0.8}, only=first)
+    assert "rollback" not in _epoch(t, {"1": 0.75, "2": float("nan")}, score=1.0)  # within 0.2; no figure
+    assert "rollback_wait" in _epoch(t, {"1": 0.3, "2": 0.8})  # one epoch down: no pruning while it waits ...
+    assert {k: w for k, w in t.network.widths().items() if k not in first} == {k: w for k, w in planned.items()
+                                                                             if k not in first}
+    assert "rollback" not in _epoch(t, {"1": 0.8, "2": 0.8}, score=1.0)  # ... and back: a dip, nothing undone
+    assert not any(s.frozen for s in t.layer_states.values()) and t.network.widths()[first[0]] == 1
     paper = make(results_paths)
-    _epoch_end_with_zero_scores(paper, [0.5], 0.85, dice={"1": 0.9, "2": 0.8})
+    _epoch(paper, {"1": 0.9, "2": 0.8})
     assert paper._undo == []  # nothing kept to undo
-    metrics = _epoch_end_with_zero_scores(paper, [0.5, 0.85], 0.5, dice={"1": 0.0, "2": 0.8})
-    assert "rollback" not in metrics and all(w == 1 for w in paper.network.widths().values())
+    for _ in range(2):
+        assert not {"rollback", "rollback_wait"} & set(_epoch(paper, {"1": 0.0, "2": 0.8}, score=1.0))
+    assert all(w == 1 for w in paper.network.widths().values())
 
 
 def test_a_second_rollback_goes_one_pruning_further_back(results_paths):
     t = make(results_paths, with_overrides(FAST, rollback_drop=0.2))
     planned = dict(t.network.widths())
     first, second = list(planned)[:1], list(planned)[1:2]
-    for i, layers in enumerate((first, second)):  # two epoch ends, each removing from one layer
-        t.history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": 0.9} for e in range(i + 1)]
-        t._scores = {n: [torch.full((w,), 0.0 if n in layers else 1.0)] for n, w in t.network.widths().items()}
-        t._references = {n: 0 for n in planned}
-        t.on_epoch_end(i + 1, {"epoch": i + 1, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": 0.9,
-                               "pseudo_dice": {"1": 0.9}})
+    for layers in (first, second):  # two epoch ends, each removing from one layer
+        _epoch(t, {"1": 0.9}, only=layers)
     assert t.network.widths()[first[0]] == 1 and t.network.widths()[second[0]] == 1
-    for epoch, frozen in ((3, second), (4, first)):
-        metrics = _epoch_end_with_zero_scores(t, [0.9] * epoch, 0.9, score=1.0, dice={"1": 0.0})
-        assert metrics["rollback"]["frozen"] == frozen
+    for frozen in (second, first):
+        assert "rollback_wait" in _epoch(t, {"1": 0.0}, score=1.0)
+        assert _epoch(t, {"1": 0.0}, score=1.0)["rollback"]["frozen"] == frozen
     assert t.network.widths() == planned
     assert {n for n, st in t.layer_states.items() if st.frozen} == {*first, *second}
-    assert _epoch_end_with_zero_scores(t, [0.9] * 5, 0.9, score=1.0, dice={"1": 0.0}).get("rollback") is None
+    assert not {"rollback", "rollback_wait"} & set(_epoch(t, {"1": 0.0}, score=1.0))  # nothing left to undo
 
 
 def test_sauron_prunes_in_bf16_without_nan(results_paths, monkeypatch):
