@@ -54,8 +54,8 @@ def plot_progress(history: Sequence[dict], path: Path, extra_panels: Sequence[Ca
 
 
 def widths_panel(ax, history: Sequence[dict]) -> None:
-    """The pruning trainers' panel: every layer's channels per epoch (from ``history[i]["pruning"]``), and their
-    total."""
+    """The pruning trainers' panel: every layer's channels per epoch (from ``history[i]["pruning"]``), their
+    total, and a red line at each epoch whose end undid earlier removals (Sauron's ``--rollback-drop``)."""
     names = list(history[-1].get("pruning", {}))
     epochs = [h["epoch"] for h in history]
     for name in names:
@@ -63,6 +63,8 @@ def widths_panel(ax, history: Sequence[dict]) -> None:
     total = [sum(r["width"] for r in h.get("pruning", {}).values()) for h in history]
     ax2 = ax.twinx()
     ax2.plot(epochs, total, color="k", lw=2, label="all layers")
+    for i, h in enumerate(h for h in history if "rollback" in h):
+        ax2.axvline(h["epoch"], color="tab:red", lw=1, ls="--", label="removals undone" if i == 0 else None)
     ax2.set_ylabel("total channels")
     ax2.legend(loc="upper right")
     ax.set_ylabel("channels per layer")

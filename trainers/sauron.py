@@ -310,7 +310,8 @@ class SauronTrainer(PruningTrainer):
     # ---- summary ---------------------------------------------------------------------------------------------
     def summary_extras(self) -> dict:
         return {"final_thresholds": {name: threshold(st, self.config.sauron)
-                                     for name, st in self.layer_states.items()}}
+                                     for name, st in self.layer_states.items()},
+                "rollbacks": [{"epoch": h["epoch"], **h["rollback"]} for h in self.history if "rollback" in h]}
 
     def warnings(self) -> list[str]:
         """A pruned network that lost what it had learned must never pass silently."""

@@ -262,6 +262,10 @@ def test_rollback_undoes_removals_after_which_a_class_stays_collapsed(results_pa
     t.output_dir.mkdir(parents=True, exist_ok=True)
     t.write_metrics()  # pruning.jsonl marks the rewind, for RandomTrainer's replay
     assert json.loads((t.output_dir / "pruning.jsonl").read_text().splitlines()[2])["undoes"] == 0
+    assert t.summary_extras()["rollbacks"] == [{"epoch": 2, **metrics["rollback"]}]
+    t.history = [{**h, "lr": 0.01, "epoch_time": 1.0, "data_wait": 0.0} for h in t.history]
+    t.draw_progress(force=True)  # the widths panel marks the rewind
+    assert (t.output_dir / "progress.png").stat().st_size > 0
     # training goes on with the restored optimizer state, and the frozen layers lose nothing more
     t.network.train()
     sum(o.float().mean() for o in t.network(torch.randn(1, 1, *t.cfg.patch_size))).backward()
