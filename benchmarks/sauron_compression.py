@@ -12,7 +12,8 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
 ``imagesTs``/``labelsTs`` (never seen in training):
 
 - ``single3d``: 3D ``cpu`` preset, single-phase Sauron from scratch, the paper's constants; and with the
-  non-paper ``--plateau-iterations 250`` (the plateau test on losses averaged over 250 iterations);
+  non-paper ``--plateau-iterations 250`` (the plateau test on losses averaged over 250 iterations) or
+  ``--rollback-drop 0.2`` (removals after which a class stays collapsed are undone);
 - ``init3d``: 3D ``cpu`` preset, the unpruned ``Trainer`` model pruned by ``sauron_train --init-from`` (paper
   constants, our default stop rule);
 - ``single2d``: the ``2d`` configuration with the ``nnunet`` preset's widths (32…512), single-phase, paper
@@ -88,7 +89,8 @@ def runs(args) -> dict[str, Run]:
     init = dict(init_from_unpruned=True)
     return {
         "single3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
-                                              Model("sauron_plateau250", flags=("--plateau-iterations", "250"))]),
+                                              Model("sauron_plateau250", flags=("--plateau-iterations", "250")),
+                                              Model("sauron_rollback", flags=("--rollback-drop", "0.2"))]),
         "init3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init)]),
         "single2d": Run("2d", "nnunet", [Model(UNPRUNED, UNPRUNED), Model("sauron")]),
         "ablation": Run("3d_fullres", "cpu", [

@@ -14,12 +14,13 @@ def test_demo_trains_prunes_and_reports(data_roots, monkeypatch, capsys):
         sauronnet.demo.DemoSpec, n_train=5, n_test=1, size_xyz=SMALL_DEMO.size_xyz, size_jitter=2))
     monkeypatch.setattr(cli, "DEMO_TRAIN", ["--epochs", "1", "--iters", "2", "--val-iters", "1", "--workers", "0"])
     monkeypatch.setattr(cli, "DEMO_PRUNE", ["--epochs", "2", "--iters", "2", "--val-iters", "1", "--workers", "0",
-                                            "--kappa", "1", "--tau-max", "0.9", "--rho", "1", "--lambda", "0"])
+                                            "--kappa", "1", "--tau-max", "0.9", "--rho", "1", "--lambda", "0",
+                                            "--rollback-drop", "0.2"])
     assert cli.demo_main(["--no-progress"]) == 0
     out = capsys.readouterr().out
     report = out[out.index("== SauronNet demo report =="):]
     for text in ("unpruned   pruned by Sauron", "test Dice lesion", "test Dice vessel", "forward FLOPs per patch",
-                 "% removed", "--stop-after 10", "--lambda 0, no clustering term"):
+                 "% removed", "--stop-after 10", "--lambda 0, no clustering term", "--rollback-drop 0.2, undo"):
         assert text in report
     results = data_roots[2] / "Dataset001_Demo"
     pruned = results / "SauronTrainer__cpu__3d_fullres" / "fold_all"
