@@ -97,8 +97,11 @@ class SauronConfig(TrainerConfig):
         return SauronSettings(**{k: v for k, v in asdict(self).items() if k in names})
 
 
-#: epoch ends whose removals ``rollback_drop`` can still undo (the most recent ones)
+#: epoch ends whose removals ``rollback_drop`` can still undo (the most recent ones) ...
 ROLLBACK_DEPTH = 2
+#: ... for this many epochs after them: a removal that destroys a class shows in the next epoch, and a rewind far
+#: back would throw away the training since (a later collapse has another cause)
+ROLLBACK_WINDOW = 5
 
 
 @dataclass
@@ -202,10 +205,12 @@ class SauronTrainer(PruningTrainer):
         pseudo-Dice 0.98 to 0.0 in the epoch after one removal, and did not come back in 40 epochs), while the
         largest dip of a class that was not harmed was 0.064 on the demo set; on toy64 the thin class fell from 0.92
         to 0.31 after a removal and was back at 0.80 the next epoch, hence the second epoch (README: 'Two ways to a
-        small model'). A rewind after another rewind goes one pruning further back (up to ``ROLLBACK_DEPTH``); the
-        states to rewind to live in memory, so a run continued from a checkpoint cannot undo earlier removals.
+        small model'). A rewind after another rewind goes one pruning further back (up to ``ROLLBACK_DEPTH``, within
+        ``ROLLBACK_WINDOW`` epochs); the states to rewind to live in memory, so a run continued from a checkpoint
+        cannot undo earlier removals.
         """
         drop = self.config.rollback_drop
+        self._undo = [u for u in self._undo if epoch - u.epoch <= ROLLBACK_WINDOW]
         if drop is None or not self._undo:
             return False
         undo = self._undo[-1]

@@ -11,7 +11,7 @@ from sauronnet.plans import Plans
 from sauronnet.pruning.schedule import LayerState
 from sauronnet.checkpoint import load_checkpoint
 from trainers.base import with_overrides
-from trainers.sauron import SauronConfig, SauronTrainer
+from trainers.sauron import ROLLBACK_WINDOW, SauronConfig, SauronTrainer
 
 # a high first threshold prunes at the first epoch end; a short schedule keeps it moving
 FAST = SauronConfig(epochs=3, iterations_per_epoch=2, val_iterations=1, num_workers=0, seed=5, tau0=0.3,
@@ -286,6 +286,10 @@ def test_rollback_leaves_dips_and_noise_alone_and_is_off_by_default(results_path
                                                                              if k not in first}
     assert "rollback" not in _epoch(t, {"1": 0.8, "2": 0.8}, score=1.0)  # ... and back: a dip, nothing undone
     assert not any(s.frozen for s in t.layer_states.values()) and t.network.widths()[first[0]] == 1
+    for _ in range(ROLLBACK_WINDOW):  # a collapse long after the last removals has another cause
+        _epoch(t, {"1": 0.9, "2": 0.8}, score=1.0)
+    for _ in range(2):
+        assert not {"rollback", "rollback_wait"} & set(_epoch(t, {"1": 0.0, "2": 0.8}, score=1.0))
     paper = make(results_paths)
     _epoch(paper, {"1": 0.9, "2": 0.8})
     assert paper._undo == []  # nothing kept to undo
