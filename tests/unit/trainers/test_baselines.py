@@ -92,7 +92,8 @@ def test_random_skips_the_removals_the_matched_run_undid(results_paths, tmp_path
            {"epoch": 2, "layers": {"a": {"width": 7, "removed": 1}}}]
     (tmp_path / "pruning.jsonl").write_text("".join(json.dumps(line) + "\n" for line in log))
     t = make(RandomTrainer, results_paths, MatchConfig(match=str(tmp_path), **SMALL))
-    assert [t.removals(e, {}) for e in range(3)] == [{}, {"a": -2}, {"a": 1}]
+    replayed = [t.removals(e, {}) for e in range(3)]
+    assert replayed == [{}, {"a": -2}, {"a": 1}]
     assert t.select(1, {}) == {}  # a rewind's negative count removes nothing
 
 
