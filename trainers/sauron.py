@@ -111,10 +111,13 @@ class Undo:
     epoch: int
     #: the layers that lost channels at that epoch end
     layers: list[str]
-    #: each class's pseudo-Dice EMA before the removals
-    baseline: dict[str, float]
     #: widths, state_dict and optimizer (on the CPU), checkpoint extras, the trainer's EMA pseudo-Dice
     state: dict = field(repr=False)
+
+    @property
+    def baseline(self) -> dict[str, float]:
+        """Each class's pseudo-Dice EMA before the removals."""
+        return self.state["extras"]["class_ema"]
 
 
 class SauronTrainer(PruningTrainer):
@@ -192,7 +195,7 @@ class SauronTrainer(PruningTrainer):
                      "state_dict": {k: v.detach().to(cpu, copy=True) for k, v in self.network.state_dict().items()},
                      "optimizer": _to_device(self.optimizer.state_dict(), cpu),
                      "extras": self.checkpoint_extras(), "ema_dice": self.ema_dice}
-            self._undo = [*self._undo, Undo(epoch, sorted(keep), dict(self.class_ema), state)][-ROLLBACK_DEPTH:]
+            self._undo = [*self._undo, Undo(epoch, sorted(keep), state)][-ROLLBACK_DEPTH:]
         return super().apply(epoch, keep)
 
     def rollback(self, epoch: int, metrics: dict) -> bool:
@@ -228,7 +231,7 @@ class SauronTrainer(PruningTrainer):
             return True
         self._undo.pop()
         before = self.network.widths()
-        self.load_weights({**undo.state, "optimizer": _to_device(undo.state["optimizer"], self.device)})
+        self.load_weights(undo.state)  # the optimizer moves its state onto its parameters' device
         frozen = {name for name, st in self.layer_states.items() if st.frozen}  # by rewinds after these removals
         self.load_checkpoint_extras(undo.state["extras"])
         self.ema_dice = undo.state["ema_dice"]
