@@ -3,14 +3,15 @@
 Usage::
 
     .venv/bin/python benchmarks/score_rules.py CHECKPOINT PREPROCESSED_CONFIG_FOLDER [--batches 4] [--refs 5]
-        [--png FILE]
+        [--thresholds 0.1 0.2 0.3] [--rules raw zscore minmax] [--png FILE]
 
 Feeds ``--batches`` training-like batches (the plans' batch size, nnU-Net's foreground oversampling, no
 augmentation) through the checkpoint's network in training mode, captures every prunable layer's output, and
 scores every channel with :func:`sauronnet.pruning.distances.delta_prune` under each rule of ``SCORE_MAPS``
 (``raw``, ``zscore``, ``minmax``) against ``--refs`` random reference channels per layer (the same references
 for every rule). Prints, per rule, how many channels score below τ = 0.1, 0.2 and 0.3 (averaged over the
-references; the reference itself never counts), per layer and in all, and draws the score histograms per layer
+references; the reference itself never counts; ``--thresholds`` and ``--rules`` choose others, e.g. to see
+what a τ_max above the paper's 0.3 would remove), per layer and in all, and draws the score histograms per layer
 into ``--png``. This is the comparison asked for in issue 10, fix 1: our blocks' affine InstanceNorm gives
 each channel its own scale and offset, which raw maps see and the reference network's maps never had.
 """
@@ -42,8 +43,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--refs", type=int, default=5, help="random reference channels per layer")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
+                        help="count the channels scoring below each (default: 0.1 0.2 0.3)")
+    parser.add_argument("--rules", nargs="+", choices=SCORE_MAPS, default=list(SCORE_MAPS),
+                        help="score-map rules to compare (default: all)")
     parser.add_argument("--png", type=Path, help="score histograms per layer and rule")
     args = parser.parse_args(argv)
+    rules, thresholds = args.rules, args.thresholds
 
     ckpt = load_checkpoint(args.checkpoint, torch.device("cpu"))
     plans = from_jsonable(Plans, ckpt["plans"], where=str(args.checkpoint))
@@ -63,25 +69,25 @@ def main(argv=None) -> int:
             net(torch.from_numpy(batch["data"]))
 
     rng = np.random.RandomState(args.seed)
-    scores: dict[str, dict[str, list[np.ndarray]]] = {rule: {} for rule in SCORE_MAPS}
+    scores: dict[str, dict[str, list[np.ndarray]]] = {rule: {} for rule in rules}
     for name, outs in maps.items():
         width = outs[0].shape[1]
         for k in rng.randint(width, size=args.refs):
-            for rule in SCORE_MAPS:
+            for rule in rules:
                 # the score of one epoch end: δ_prune per batch, averaged over the batches (--prune-batches)
                 s = torch.stack([delta_prune(o, int(k), maps=rule) for o in outs]).mean(0).numpy()
                 scores[rule].setdefault(name, []).append(np.delete(s, k))
     total = sum(o[0].shape[1] for o in maps.values())
     print(f"{args.checkpoint}: {len(maps)} prunable layers, {total} channels; {args.batches} batches of "
           f"{cfg.batch_size}, {args.refs} random references per layer")
-    head = " | ".join(f"{rule} <{t}" for rule in SCORE_MAPS for t in THRESHOLDS)
+    head = " | ".join(f"{rule} <{t}" for rule in rules for t in thresholds)
     print(f"| layer | width | {head} |")
-    print("|---|---|" + "---|" * (len(SCORE_MAPS) * len(THRESHOLDS)))
-    sums = {(rule, t): 0.0 for rule in SCORE_MAPS for t in THRESHOLDS}
+    print("|---|---|" + "---|" * (len(rules) * len(thresholds)))
+    sums = {(rule, t): 0.0 for rule in rules for t in thresholds}
     for name, outs in maps.items():
         cells = []
-        for rule in SCORE_MAPS:
-            for t in THRESHOLDS:
+        for rule in rules:
+            for t in thresholds:
                 n = float(np.mean([(s < t).sum() for s in scores[rule][name]]))
                 sums[rule, t] += n
                 cells.append(f"{n:.1f}")
@@ -96,7 +102,7 @@ def main(argv=None) -> int:
         fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(16, 2.6 * ((n + cols - 1) // cols)),
                                  squeeze=False)
         for ax, name in zip(axes.flat, maps):
-            for rule in SCORE_MAPS:
+            for rule in rules:
                 ax.hist(np.concatenate(scores[rule][name]), bins=20, range=(0, 1), histtype="step", label=rule)
             ax.axvline(0.3, color="k", ls=":")
             ax.set_title(name, fontsize=9)
