@@ -17,13 +17,17 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
 - ``init3d``: 3D ``cpu`` preset, the unpruned ``Trainer`` model pruned by ``sauron_train --init-from`` (paper
   constants, our default stop rule);
 - ``single2d``: the ``2d`` configuration with the ``nnunet`` preset's widths (32…512), single-phase, paper
-  constants: the paper's claim is about nnU-Net-sized networks, and 2D keeps them affordable here;
+  constants: the paper's claim is about nnU-Net-sized networks, and 2D keeps them affordable here; and with
+  ``--score-maps minmax --rollback-drop 0.2`` (δ_prune on δ_opt's own view of the maps, which sees the clusters
+  it builds in the transposed convolutions; removals after which a class collapsed are undone); both also
+  with ``--seed 2`` (against the same unpruned model);
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
   ablation ``--lambda 0`` (no clustering term) and a faster threshold climb ``--kappa 5`` (non-paper: 5 steps
   to τ_max instead of 15) or ``--skip-empty-patience`` (non-paper: no patience after a step that removed
-  nothing), each also with ``--seed 2`` to measure the seed-to-seed spread.
+  nothing) or ``--score-maps minmax --rollback-drop 0.2`` (as in ``single2d``; also with ``--dice-guard 0.05``,
+  which pauses pruning while the pseudo-Dice erodes), each also with ``--seed 2`` to measure the seed-to-seed spread.
 
 Printed (and written with ``--json`` for ``make bench``): per model forward FLOPs and parameters (one patch,
 ``torch.utils.flop_counter``), CPU sliding-window time per test case (no TTA; every model interleaved case by
@@ -79,10 +83,15 @@ class Run:
     batch_size: int | None = None
 
 
+#: δ_prune on the clustering term's min-max view (which also sees the transposed convolutions' clusters), with
+#: the rewind that undoes a removal after which a class collapsed
+MINMAX_ROLLBACK = ("--score-maps", "minmax", "--rollback-drop", "0.2")
 #: ablation variants run with the default seed and with seed 2 (the seed-to-seed spread): name suffix, flags
 SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--kappa", "5")),
                    ("_skip_empty", ("--skip-empty-patience",)),
-                   ("_lambda0_skip_empty", ("--lambda", "0", "--skip-empty-patience"))]
+                   ("_lambda0_skip_empty", ("--lambda", "0", "--skip-empty-patience")),
+                   ("_minmax_rollback", MINMAX_ROLLBACK),
+                   ("_minmax_rollback_guard", MINMAX_ROLLBACK + ("--dice-guard", "0.05"))]
 
 
 def runs(args) -> dict[str, Run]:
@@ -92,7 +101,10 @@ def runs(args) -> dict[str, Run]:
                                               Model("sauron_plateau250", flags=("--plateau-iterations", "250")),
                                               Model("sauron_rollback", flags=("--rollback-drop", "0.2"))]),
         "init3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init)]),
-        "single2d": Run("2d", "nnunet", [Model(UNPRUNED, UNPRUNED), Model("sauron")]),
+        "single2d": Run("2d", "nnunet", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
+                                         Model("sauron_minmax_rollback", flags=MINMAX_ROLLBACK),
+                                         Model("sauron_seed2", flags=("--seed", "2")),
+                                         Model("sauron_minmax_rollback_seed2", flags=MINMAX_ROLLBACK + ("--seed", "2"))]),
         "ablation": Run("3d_fullres", "cpu", [
             Model(UNPRUNED, UNPRUNED),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
