@@ -275,7 +275,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                         help="how the pruning score sees each feature map: standardised (zscore, default: as the "
                              "reference network's norm without affine made them), min-max normalised like the "
                              "clustering term (minmax), or raw (the reference code's rule; with our affine "
-                             "InstanceNorm it sees each channel's scale and offset)")
+                             "InstanceNorm it sees each channel's scale and offset). minmax also prunes the "
+                             "transposed convolutions and removes far more FLOPs, but alone it erased a thin class in "
+                             "every measured run: pair it with --rollback-drop 0.2 (README: 'Two ways to a small "
+                             "model')")
     sauron.add_argument("--val-test", choices=["intended", "reference"],
                         help="thresholds wait while the validation loss still reaches new minima (intended, "
                              "default) or ignore it (reference: the paper's code, whose test was always false)")
