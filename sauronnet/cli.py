@@ -284,7 +284,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                              "default) or ignore it (reference: the paper's code, whose test was always false)")
     sauron.add_argument("--stop-after", type=int, metavar="N",
                         help="non-paper: stop once every threshold has been at tau-max and no channel was removed "
-                             "for N epochs (default for --init-from: 10; otherwise train every epoch)")
+                             "for N epochs, none held by --dice-guard or --rollback-drop (default for --init-from: "
+                             "10; otherwise train every epoch)")
     sauron.add_argument("--protect-last-block", action="store_const", const=True, default=None,
                         help="non-paper: never prune the block that feeds the final segmentation head (its few "
                              "full-resolution channels carry each class's evidence)")

@@ -308,12 +308,16 @@ class SauronTrainer(PruningTrainer):
 
     def training_done(self) -> bool:
         """``stop_after``: every layer at τ_max (or frozen) and nothing removed for the last ``stop_after``
-        epochs."""
+        epochs, none of which was held by ``dice_guard`` or waiting for a rewind (their removals are 0 because
+        pruning is on hold, not over: the network is still to recover)."""
         n = self.config.stop_after
         if n is None or len(self.history) < n:
             return False
+        recent = self.history[-n:]
+        if any(h.get("sauron_paused") or "rollback_wait" in h for h in recent):
+            return False
         return all((r["tau"] >= self.config.tau_max - 1e-12 or r.get("frozen")) and r["removed"] == 0
-                   for h in self.history[-n:] for r in h.get("pruning", {}).values())
+                   for h in recent for r in h.get("pruning", {}).values())
 
     # ---- summary ---------------------------------------------------------------------------------------------
     def summary_extras(self) -> dict:

@@ -126,6 +126,10 @@ def test_stop_after_needs_every_layer_at_tau_max_without_removals(results_paths)
     t.history = _history([(0.5, done), (0.5, {"a": (0.6, 0), "b": (0.45, 0)})])
     t.history[-1]["pruning"]["b"]["frozen"] = True
     assert t.training_done()  # a layer frozen by a rewind climbs no further
+    for hold in ({"sauron_paused": True}, {"rollback_wait": 0}):
+        t.history = _history([(0.5, done), (0.5, done)])
+        t.history[-1].update(hold)
+        assert not t.training_done()  # nothing removed because pruning is on hold, not because it is over
     t2 = make(results_paths)
     t2.history = _history([(0.5, done)] * 5)
     assert not t2.training_done()  # the paper's way: every epoch is trained
