@@ -50,8 +50,9 @@ DATASETS = {"toy64": "synthetic ~64³ (toy64)", "real_ct": "real CT (TotalSegmen
 #: the budgets of the Sauron compression runs (benchmarks/sauron_compression.py; issue 10's runs 1-3)
 SAURON_RUNS = {
     "init3d": [],
-    "single3d": ["--dataset", "demo", "--epochs", "300", "--iters", "5", "--val-iters", "4"],
-    # the seed-2 models of single2d (the seed spread in the README) are left to a manual run: ~30 min each
+    # the seed-2 models (the seed spread in the README) are left to a manual run
+    "single3d": ["--dataset", "demo", "--epochs", "300", "--iters", "5", "--val-iters", "4",
+                 "--models", "sauron", "sauron_plateau250", "sauron_rollback", "sauron_minmax_rollback"],
     "single2d": ["--epochs", "400", "--iters", "5", "--val-iters", "3", "--batch-size", "8",
                  "--models", "sauron", "sauron_minmax_rollback"],
 }

@@ -13,7 +13,8 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
 
 - ``single3d``: 3D ``cpu`` preset, single-phase Sauron from scratch, the paper's constants; and with the
   non-paper ``--plateau-iterations 250`` (the plateau test on losses averaged over 250 iterations) or
-  ``--rollback-drop 0.2`` (removals after which a class stays collapsed are undone);
+  ``--rollback-drop 0.2`` (removals after which a class stays collapsed are undone), and ``--score-maps minmax
+  --rollback-drop 0.2`` (as in ``single2d``; also with ``--seed 2``);
 - ``init3d``: 3D ``cpu`` preset, the unpruned ``Trainer`` model pruned by ``sauron_train --init-from`` (paper
   constants, our default stop rule);
 - ``single2d``: the ``2d`` configuration with the ``nnunet`` preset's widths (32…512), single-phase, paper
@@ -99,7 +100,10 @@ def runs(args) -> dict[str, Run]:
     return {
         "single3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
                                               Model("sauron_plateau250", flags=("--plateau-iterations", "250")),
-                                              Model("sauron_rollback", flags=("--rollback-drop", "0.2"))]),
+                                              Model("sauron_rollback", flags=("--rollback-drop", "0.2")),
+                                              Model("sauron_minmax_rollback", flags=MINMAX_ROLLBACK),
+                                              Model("sauron_minmax_rollback_seed2",
+                                                    flags=MINMAX_ROLLBACK + ("--seed", "2"))]),
         "init3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init)]),
         "single2d": Run("2d", "nnunet", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
                                          Model("sauron_minmax_rollback", flags=MINMAX_ROLLBACK),
