@@ -104,10 +104,11 @@ def main(argv=None) -> int:
         for ax, name in zip(axes.flat, maps):
             for rule in rules:
                 ax.hist(np.concatenate(scores[rule][name]), bins=20, range=(0, 1), histtype="step", label=rule)
-            ax.axvline(0.3, color="k", ls=":")
+            for t in thresholds:
+                ax.axvline(t, color="k", ls=":")
             ax.set_title(name, fontsize=9)
         axes.flat[0].legend(fontsize=8)
-        fig.suptitle("δ_prune per layer (all references pooled); dotted: τ_max = 0.3")
+        fig.suptitle(f"δ_prune per layer (all references pooled); dotted: τ = {', '.join(map(str, thresholds))}")
         fig.tight_layout()
         args.png.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.png)
