@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/score_rules.py CHECKPOINT PREPROCESSED_CONFIG_FOLDER [--batches 4] [--refs 5]
-        [--thresholds 0.1 0.2 0.3] [--rules raw zscore minmax] [--png FILE]
+        [--thresholds 0.1 0.2 0.3] [--rules raw zscore minmax] [--map-stats] [--png FILE]
 
 Feeds ``--batches`` training-like batches (the plans' batch size, nnU-Net's foreground oversampling, no
 augmentation) through the checkpoint's network in training mode, captures every prunable layer's output, and
@@ -12,7 +12,8 @@ scores every channel with :func:`sauronnet.pruning.distances.delta_prune` under 
 for every rule). Prints, per rule, how many channels score below τ = 0.1, 0.2 and 0.3 (averaged over the
 references; the reference itself never counts; ``--thresholds`` and ``--rules`` choose others, e.g. to see
 what a τ_max above the paper's 0.3 would remove), per layer and in all, and draws the score histograms per layer
-into ``--png``. This is the comparison asked for in issue 10, fix 1: our blocks' affine InstanceNorm gives
+into ``--png``; ``--map-stats`` adds how alike each layer's maps are (see :func:`print_map_stats`: it showed
+that the transposed convolutions' maps have no near-duplicates). This is the comparison asked for in issue 10, fix 1: our blocks' affine InstanceNorm gives
 each channel its own scale and offset, which raw maps see and the reference network's maps never had.
 """
 from __future__ import annotations
@@ -47,6 +48,9 @@ def main(argv=None) -> int:
                         help="count the channels scoring below each (default: 0.1 0.2 0.3)")
     parser.add_argument("--rules", nargs="+", choices=SCORE_MAPS, default=list(SCORE_MAPS),
                         help="score-map rules to compare (default: all)")
+    parser.add_argument("--map-stats", action="store_true",
+                        help="also print, per layer, how alike its maps are (|correlation| between channels) and "
+                             "how much of each map's min-max range its 1st-99th percentiles span")
     parser.add_argument("--png", type=Path, help="score histograms per layer and rule")
     args = parser.parse_args(argv)
     rules, thresholds = args.rules, args.thresholds
@@ -93,6 +97,8 @@ def main(argv=None) -> int:
                 cells.append(f"{n:.1f}")
         print(f"| {name} | {outs[0].shape[1]} | " + " | ".join(cells) + " |")
     print("| all | " + f"{total} | " + " | ".join(f"{sums[k]:.1f}" for k in sums) + " |")
+    if args.map_stats:
+        print_map_stats(maps)
     if args.png:
         import matplotlib
         matplotlib.use("Agg")
@@ -113,6 +119,26 @@ def main(argv=None) -> int:
         args.png.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.png)
     return 0
+
+
+def print_map_stats(maps) -> None:
+    """Per layer, over the first batch's first sample: the median and largest |Pearson correlation| between two of
+    its channels' maps (near-duplicates, what a standardised δ_prune can remove, correlate strongly), and the median
+    share of a map's min-max range that its 1st to 99th percentiles span (small: a few extreme voxels stretch the
+    range, and min-max normalised maps look alike whatever their shape)."""
+    import numpy as np
+    import torch
+    print("| layer | width | median abs corr | max abs corr | 1-99 % span / range |")
+    print("|---|---|---|---|---|")
+    for name, outs in maps.items():
+        flat = outs[0][0].flatten(1).double()  # (C, voxels) of the first sample
+        z = (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-12)
+        corr = (z @ z.T / z.shape[1]).abs().numpy()
+        upper = corr[np.triu_indices(len(corr), 1)]
+        q = torch.quantile(flat, torch.tensor([0.01, 0.99], dtype=flat.dtype), dim=1)
+        span = ((q[1] - q[0]) / (flat.amax(1) - flat.amin(1) + 1e-12)).numpy()
+        cells = (f"{np.median(upper):.2f} | {upper.max():.2f}" if upper.size else "– | –")
+        print(f"| {name} | {len(corr)} | {cells} | {np.median(span):.2f} |")
 
 
 if __name__ == "__main__":
