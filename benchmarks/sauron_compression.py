@@ -108,7 +108,14 @@ def runs(args) -> dict[str, Run]:
         "single2d": Run("2d", "nnunet", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
                                          Model("sauron_minmax_rollback", flags=MINMAX_ROLLBACK),
                                          Model("sauron_seed2", flags=("--seed", "2")),
-                                         Model("sauron_minmax_rollback_seed2", flags=MINMAX_ROLLBACK + ("--seed", "2"))]),
+                                         Model("sauron_minmax_rollback_seed2", flags=MINMAX_ROLLBACK + ("--seed", "2")),
+                                         # where the thin class's Dice goes: the unpruned model's own seed-to-seed
+                                         # spread, the clustering term without removals (tau stays 0), and
+                                         # removals without the clustering term
+                                         Model(f"{UNPRUNED}_seed2", UNPRUNED, flags=("--seed", "2")),
+                                         Model("sauron_no_removal", flags=("--tau0", "0", "--tau-max", "0")),
+                                         Model("sauron_minmax_rollback_lambda0",
+                                               flags=MINMAX_ROLLBACK + ("--lambda", "0"))]),
         "ablation": Run("3d_fullres", "cpu", [
             Model(UNPRUNED, UNPRUNED),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
@@ -151,9 +158,9 @@ class Bench:
                 f"{model.trainer}__{r.preset}__{r.configuration}")
 
     def prepare(self) -> None:
-        from sauronnet.demo import DemoSpec, write_demo_dataset
+        from sauronnet.demo import write_demo_dataset
         if not (self.root / "raw" / self.name / "dataset.json").is_file():
-            write_demo_dataset(self.root / "raw", toy64_spec() if self.dataset == "toy64" else DemoSpec())
+            write_demo_dataset(self.root / "raw", self.spec())
         plans = self.root / "preprocessed" / self.name / self.run.preset / "plans.json"
         folder = plans.parent / self.run.configuration
         if not folder.is_dir():
@@ -191,12 +198,39 @@ class Bench:
             cmd += ["--init-from", self.model_dir(Model(UNPRUNED, UNPRUNED))]
         self.sh(cmd, model)
 
-    def evaluate(self, model: Model) -> dict:
-        out = self.root / "predictions" / self.key(model)
+    def spec(self):
+        from sauronnet.demo import DemoSpec
+        return toy64_spec() if self.dataset == "toy64" else DemoSpec()
+
+    def more_test_cases(self, k: int) -> Path:
+        """``k`` more held-out cases from the dataset's own generator: the case indices after its training and
+        test cases, so never seen in training (the first test images are ``imagesTs``). Written once, atomically,
+        outside the raw dataset folder (planning never reads them)."""
+        import SimpleITK as sitk
+
+        from sauronnet.atomic import atomic_dir
+        from sauronnet.demo import make_case
+        folder = self.root / "more_test" / f"{self.name}_{k}"
+        if not (folder / "labels").is_dir():
+            spec = self.spec()
+            with atomic_dir(folder) as tmp:
+                (tmp / "images").mkdir()
+                (tmp / "labels").mkdir()
+                for i in range(spec.n_train + spec.n_test, spec.n_train + spec.n_test + k):
+                    img, seg = make_case(spec, i)
+                    case = f"{spec.name.lower()}_{i:03d}"
+                    sitk.WriteImage(img, str(tmp / "images" / f"{case}_0000.nii.gz"), True)
+                    sitk.WriteImage(seg, str(tmp / "labels" / f"{case}.nii.gz"), True)
+        return folder
+
+    def evaluate(self, model: Model, more: Path | None = None) -> dict:
+        """Test Dice of ``model`` on ``imagesTs``, or on the cases of :meth:`more_test_cases` folder ``more``."""
+        out = self.root / "predictions" / (self.key(model) + (f"_{more.name}" if more else ""))
         raw = self.root / "raw" / self.name
-        self.sh([OUR_BIN / "sauron_predict", "-i", raw / "imagesTs", "-o", out, "-m", self.model_dir(model),
+        images, labels = (more / "images", more / "labels") if more else (raw / "imagesTs", raw / "labelsTs")
+        self.sh([OUR_BIN / "sauron_predict", "-i", images, "-o", out, "-m", self.model_dir(model),
                  "-c", self.run.configuration, "--disable-tta", "--no-progress", "--threads", self.threads], model)
-        self.sh([OUR_BIN / "sauron_evaluate", "-ref", raw / "labelsTs", "-pred", out], model)
+        self.sh([OUR_BIN / "sauron_evaluate", "-ref", labels, "-pred", out], model)
         return json.loads((out / "summary.json").read_text())
 
     def checkpoint(self, model: Model) -> Path:
@@ -265,6 +299,37 @@ def flops_per_epoch(bench: Bench, model: Model, layers: list[dict]) -> list[floa
     return out
 
 
+def paired_table(models: list[Model], dice: dict[str, dict], base: str) -> list[str]:
+    """Per model: mean test Dice per class over the cases, and the per-case change against ``base`` (the same
+    cases, so paired): mean ± standard error, and how many cases lost more than 0.01 — whether a drop is larger
+    than the case-to-case noise of a few test cases."""
+    import numpy as np
+
+    labels = [str(c) for c in dice[base]["labels"]]
+
+    def per_case(name: str) -> dict[str, np.ndarray]:
+        cases = sorted(dice[name]["cases"], key=lambda c: c["case"])
+        out = {c: np.array([case["metrics"][c]["dice"] for case in cases], float) for c in labels}
+        out["mean"] = np.nanmean(np.stack([out[c] for c in labels]), axis=0)
+        return out
+
+    ref = per_case(base)
+    n = len(ref["mean"])
+    lines = [f"| model | " + " | ".join(f"Dice {c}" for c in labels) + " | mean Dice | "
+             + " | ".join(f"Δ Dice {c} (± s.e.)" for c in labels) + " | Δ mean (± s.e.) | cases Δ mean < −0.01 |",
+             "|" + "---|" * (3 + 2 * len(labels) + 1)]
+    for m in models:
+        ours = per_case(m.name)
+        cells = [f"{np.nanmean(ours[c]):.4f}" for c in labels] + [f"{np.nanmean(ours['mean']):.4f}"]
+        for c in labels + ["mean"]:
+            d = ours[c] - ref[c]
+            se = np.nanstd(d, ddof=1) / np.sqrt(np.sum(~np.isnan(d))) if n > 1 else float("nan")
+            cells.append(f"{np.nanmean(d):+.4f} ± {se:.4f}")
+        cells.append(f"{int(np.sum(ours['mean'] - ref['mean'] < -0.01))} / {n}")
+        lines.append(f"| {m.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot_curves(bench: Bench, run_name: str, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -311,6 +376,10 @@ def main(argv=None) -> int:
                              "it is trained only if named, or if an --init-from model needs it)")
     parser.add_argument("--reuse", action="store_true", help="keep models already trained with the same budget")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
+    parser.add_argument("--more-test-cases", type=int, metavar="K", default=0,
+                        help="also score every model on K more held-out cases from the dataset's generator (never "
+                             "in training), with per-case changes against the unpruned model: whether a Dice drop "
+                             "exceeds the noise of the dataset's few test cases (not used by make bench)")
     parser.add_argument("--train-only", action="store_true",
                         help="train the selected models and stop (to train several in parallel, each with "
                              "--threads 1; then score them all with one --reuse run)")
@@ -394,6 +463,11 @@ def main(argv=None) -> int:
                 f"{k} {s['final_thresholds'][k]:.3f}/{w}" for k, w in s["widths"].items()))
             for w in s.get("warnings", []):
                 lines.append(f"{m.name}: WARNING {w}")
+    if args.more_test_cases:
+        more = bench.more_test_cases(args.more_test_cases)
+        more_dice = {m.name: bench.evaluate(m, more) for m in run.models}
+        lines += ["", f"{args.more_test_cases} more held-out cases ({more}), no TTA; changes per case against "
+                      f"{base}:", *paired_table(run.models, more_dice, base)]
     lines.append(f"curves: {curves}")
     print("\n".join(lines))
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")

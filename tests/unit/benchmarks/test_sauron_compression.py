@@ -1,0 +1,45 @@
+"""The compression benchmark's statistics: paired per-case Dice changes and its extra held-out cases."""
+from __future__ import annotations
+
+import math
+
+import SimpleITK as sitk
+
+from benchmarks.sauron_compression import Bench, Model, Run, paired_table
+
+
+def summary(dice_per_case: list[tuple[float, float]]) -> dict:
+    return {"labels": [1, 2], "cases": [{"case": f"c{i:02d}", "metrics": {"1": {"dice": a}, "2": {"dice": b}}}
+                                        for i, (a, b) in enumerate(dice_per_case)]}
+
+
+def test_paired_table_gives_the_mean_change_per_case_and_its_standard_error():
+    ref = summary([(1.0, 0.9), (1.0, 0.8), (1.0, 0.7)])
+    # class 2 loses 0.1, 0.2, 0.0: mean -0.1, sd 0.1, s.e. 0.1 / sqrt(3); case order must not matter
+    ours = summary([(1.0, 0.8), (1.0, 0.6), (1.0, 0.7)])
+    ours["cases"] = ours["cases"][::-1]
+    ours["cases"] = [{**c, "case": f"c{2 - i:02d}"} for i, c in enumerate(ours["cases"])]
+    lines = paired_table([Model("ref"), Model("ours")], {"ref": ref, "ours": ours}, "ref")
+    row = [c.strip() for c in lines[-1].split("|")[1:-1]]
+    assert row[0] == "ours"
+    assert row[2] == "0.7000"  # mean Dice of class 2
+    assert row[5] == f"-0.1000 ± {0.1 / math.sqrt(3):.4f}"  # Δ Dice 2
+    assert row[6] == f"-0.0500 ± {0.05 / math.sqrt(3):.4f}"  # Δ mean of the two classes
+    assert row[7] == "2 / 3"  # cases whose mean fell by more than 0.01
+    assert [c.strip() for c in lines[2].split("|")[1:-1]][5] == "+0.0000 ± 0.0000"
+
+
+def test_more_test_cases_come_after_the_datasets_own_cases(tmp_path, monkeypatch):
+    from benchmarks import sauron_compression
+    monkeypatch.setattr(sauron_compression, "CACHE", tmp_path)
+    bench = Bench("demo", Run("3d_fullres", "cpu"), threads=1)
+    folder = bench.more_test_cases(2)
+    spec = bench.spec()
+    first = spec.n_train + spec.n_test  # the demo set's own cases are 0 .. first - 1
+    names = sorted(p.name for p in (folder / "labels").iterdir())
+    assert names == [f"demo_{first:03d}.nii.gz", f"demo_{first + 1:03d}.nii.gz"]
+    assert sorted(p.name for p in (folder / "images").iterdir()) == [n.replace(".nii", "_0000.nii") for n in names]
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels" / names[0])))
+    assert set(seg.ravel().tolist()) == {0, 1, 2}
+    mtime = (folder / "labels" / names[0]).stat().st_mtime_ns
+    assert bench.more_test_cases(2) == folder and (folder / "labels" / names[0]).stat().st_mtime_ns == mtime
