@@ -51,7 +51,7 @@ $(BENCH_STAMP): setup.py
 bench-test: $(BENCH_STAMP)
 	$(BENCH_BIN)/python -m pytest -q -s tests/e2e/test_nnunet_peer.py
 
-# every peer benchmark, one after the other, into benchmarks/results/latest.md and README.md (~1 hour)
+# every peer benchmark, one after the other, into benchmarks/results/latest.md and README.md (about 6 hours; README)
 bench: $(STAMP) bench-test
 	$(BIN)/python benchmarks/run_all.py
 

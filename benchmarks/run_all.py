@@ -22,7 +22,8 @@ Runs, one after the other (never two at once: they share the CPU), with 2 torch/
 Each script writes its rows as JSON; this one writes them as one markdown table with the command, date, commit,
 CPU model and thread count, and copies that table into README.md between the ``bench:start``/``bench:end``
 markers. nnU-Net v2 comes from ``.bench-venv`` (``make bench`` creates it). ``--quick`` shrinks repeats and
-training (a smoke run, about 25 minutes); the default takes about three hours (the Sauron runs, ~2 h, dominate).
+training (a smoke run, about 25 minutes); the default takes about six hours (the Sauron compression
+runs dominate: the epochs of their eight models summed to ~4 h in the benchmark cache).
 """
 from __future__ import annotations
 
