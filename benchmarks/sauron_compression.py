@@ -21,7 +21,9 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   constants: the paper's claim is about nnU-Net-sized networks, and 2D keeps them affordable here; and with
   ``--score-maps minmax --rollback-drop 0.2`` (δ_prune on δ_opt's own view of the maps, which sees the clusters
   it builds in the transposed convolutions; removals after which a class collapsed are undone); both also
-  with ``--seed 2`` (against the same unpruned model);
+  with ``--seed 2`` (against the same unpruned model); and controls for where the Dice goes: the unpruned
+  model with ``--seed 2``, the clustering term without removals (τ stays 0), the min-max pairing with λ = 0,
+  and the min-max model's final widths trained from scratch (``ScratchTrainer --match``);
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
@@ -67,6 +69,8 @@ class Model:
     trainer: str = "SauronTrainer"
     flags: tuple = ()
     init_from_unpruned: bool = False
+    #: a SauronTrainer model of the run whose final widths this one takes (``--match``, for ``ScratchTrainer``)
+    match: str | None = None
 
 
 @dataclass
@@ -115,7 +119,12 @@ def runs(args) -> dict[str, Run]:
                                          Model(f"{UNPRUNED}_seed2", UNPRUNED, flags=("--seed", "2")),
                                          Model("sauron_no_removal", flags=("--tau0", "0", "--tau-max", "0")),
                                          Model("sauron_minmax_rollback_lambda0",
-                                               flags=MINMAX_ROLLBACK + ("--lambda", "0"))]),
+                                               flags=MINMAX_ROLLBACK + ("--lambda", "0")),
+                                         # the pruned widths trained from scratch with the same budget: can the
+                                         # small network itself reach the unpruned Dice (then pruning's path costs
+                                         # it), or is the loss the widths' capacity?
+                                         Model("scratch_minmax_rollback_widths", "ScratchTrainer",
+                                               match="sauron_minmax_rollback")]),
         "ablation": Run("3d_fullres", "cpu", [
             Model(UNPRUNED, UNPRUNED),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
@@ -196,6 +205,8 @@ class Bench:
                "--no-progress", "--overwrite", *model.flags]
         if model.init_from_unpruned:
             cmd += ["--init-from", self.model_dir(Model(UNPRUNED, UNPRUNED))]
+        if model.match:
+            cmd += ["--match", self.model_dir(Model(model.match))]
         self.sh(cmd, model)
 
     def spec(self):
