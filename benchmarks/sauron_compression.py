@@ -23,7 +23,8 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   it builds in the transposed convolutions; removals after which a class collapsed are undone); both also
   with ``--seed 2`` (against the same unpruned model); and controls for where the Dice goes: the unpruned
   model with ``--seed 2``, the clustering term without removals (τ stays 0), the min-max pairing with λ = 0,
-  and the min-max model's final widths trained from scratch (``ScratchTrainer --match``);
+  the min-max model's final widths trained from scratch (``ScratchTrainer --match``), and the min-max model
+  fine-tuned without pruning for ``--init-epochs`` x ``--init-iters`` (``Trainer --init-from``, non-paper);
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
@@ -68,7 +69,9 @@ class Model:
     name: str
     trainer: str = "SauronTrainer"
     flags: tuple = ()
-    init_from_unpruned: bool = False
+    #: another model of the run whose trained weights (and widths) this one starts from (``--init-from``), trained
+    #: for the run's ``init_epochs`` x ``init_iters``
+    init_from: str | None = None
     #: a SauronTrainer model of the run whose final widths this one takes (``--match``, for ``ScratchTrainer``)
     match: str | None = None
 
@@ -87,6 +90,10 @@ class Run:
     #: the plans' batch size replaced by this one (None: as planned); nnU-Net's 2D batch of 26 costs ~4 s a step
     batch_size: int | None = None
 
+    def __post_init__(self):
+        #: every model of the run by name, also after ``--models`` narrows ``models`` (``init_from``/``match``)
+        self.catalogue = {m.name: m for m in self.models}
+
 
 #: δ_prune on the clustering term's min-max view (which also sees the transposed convolutions' clusters), with
 #: the rewind that undoes a removal after which a class collapsed
@@ -100,7 +107,7 @@ SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--ka
 
 
 def runs(args) -> dict[str, Run]:
-    init = dict(init_from_unpruned=True)
+    init = dict(init_from=UNPRUNED)
     return {
         "single3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
                                               Model("sauron_plateau250", flags=("--plateau-iterations", "250")),
@@ -124,7 +131,11 @@ def runs(args) -> dict[str, Run]:
                                          # small network itself reach the unpruned Dice (then pruning's path costs
                                          # it), or is the loss the widths' capacity?
                                          Model("scratch_minmax_rollback_widths", "ScratchTrainer",
-                                               match="sauron_minmax_rollback")]),
+                                               match="sauron_minmax_rollback"),
+                                         # the min-max model fine-tuned unpruned for --init-epochs (non-paper: the
+                                         # paper prunes to the end); do the last removals need time to recover?
+                                         Model("sauron_minmax_rollback_finetuned", UNPRUNED,
+                                               init_from="sauron_minmax_rollback")]),
         "ablation": Run("3d_fullres", "cpu", [
             Model(UNPRUNED, UNPRUNED),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
@@ -153,7 +164,7 @@ class Bench:
         """Results folder of a model: its name, configuration and budget (so runs never mix)."""
         r = self.run
         budget = f"{r.epochs}x{r.iters}v{r.val_iters}" + (f"b{r.batch_size}" if r.batch_size else "")
-        if model.init_from_unpruned:
+        if model.init_from:
             budget += f"_init{r.init_epochs}x{r.init_iters}"
         return f"{r.configuration}_{r.preset}_{budget}_{model.name}"
 
@@ -199,14 +210,14 @@ class Bench:
             print(f"reusing {final}", flush=True)
             return
         r = self.run
-        epochs, iters = (r.init_epochs, r.init_iters) if model.init_from_unpruned else (r.epochs, r.iters)
+        epochs, iters = (r.init_epochs, r.init_iters) if model.init_from else (r.epochs, r.iters)
         cmd = [OUR_BIN / "sauron_train", self.name[7:10], "all", "-tr", model.trainer, "-p", r.preset,
                "-c", r.configuration, "--epochs", epochs, "--iters", iters, "--val-iters", r.val_iters, "--threads", self.threads,
                "--no-progress", "--overwrite", *model.flags]
-        if model.init_from_unpruned:
-            cmd += ["--init-from", self.model_dir(Model(UNPRUNED, UNPRUNED))]
+        if model.init_from:
+            cmd += ["--init-from", self.model_dir(r.catalogue[model.init_from])]
         if model.match:
-            cmd += ["--match", self.model_dir(Model(model.match))]
+            cmd += ["--match", self.model_dir(r.catalogue[model.match])]
         self.sh(cmd, model)
 
     def spec(self):
@@ -411,7 +422,7 @@ def main(argv=None) -> int:
         # --train-only --models A B: train A and B alone (the unpruned model only where named, or where an
         # --init-from model needs it and it is missing), so that several processes can train side by side
         named = not (args.train_only and args.models) or m.name in args.models
-        if named or (m.name == UNPRUNED and any(x.init_from_unpruned for x in run.models)):
+        if named or any(x.init_from == m.name for x in run.models):
             bench.train(m, args.reuse or (not named))
     if args.train_only:
         return 0
@@ -427,7 +438,7 @@ def main(argv=None) -> int:
     lines = [f"Sauron compression, run {args.run}: {bench.name}, {run.preset} preset, {run.configuration}, fold all; "
              f"from scratch {run.epochs} epochs x {run.iters} iterations"
              + (f"; --init-from at most {run.init_epochs} x {run.init_iters}"
-                if any(m.init_from_unpruned for m in run.models) else "")
+                if any(m.init_from for m in run.models) else "")
              + (f"; batch size {run.batch_size} instead of the planned one" if run.batch_size else "")
              + f"; {len(list((bench.root / 'raw' / bench.name / 'imagesTs').iterdir()))} held-out test cases, "
              f"no TTA; {args.threads} threads; CPU: {cpu_model()}",
@@ -463,7 +474,7 @@ def main(argv=None) -> int:
                  row("CPU inference per test case (no TTA)", infer[base], infer[m.name], "s", goal_time),
                  row("test Dice, mean foreground", dice[base]["foreground_mean_dice"], d["foreground_mean_dice"], "",
                      "drop <= 0.01")]
-        if not m.init_from_unpruned:
+        if not m.init_from:
             rows.append(row("epoch time: last epoch vs first epoch", first, last, "s", "<= 0.5", "first epoch"))
     lines.append("")
     for m in run.models:

@@ -43,3 +43,26 @@ def test_more_test_cases_come_after_the_datasets_own_cases(tmp_path, monkeypatch
     assert set(seg.ravel().tolist()) == {0, 1, 2}
     mtime = (folder / "labels" / names[0]).stat().st_mtime_ns
     assert bench.more_test_cases(2) == folder and (folder / "labels" / names[0]).stat().st_mtime_ns == mtime
+
+
+def test_a_model_starts_from_or_matches_another_model_of_the_run_even_when_models_narrow_the_run(tmp_path,
+                                                                                                  monkeypatch):
+    from benchmarks import sauron_compression
+    monkeypatch.setattr(sauron_compression, "CACHE", tmp_path)
+    run = Run("2d", "nnunet", [Model("Trainer", "Trainer"), Model("pruned"),
+                               Model("tuned", "Trainer", init_from="pruned"),
+                               Model("scratch", "ScratchTrainer", match="pruned")], epochs=40, iters=5)
+    run.models = [m for m in run.models if m.name in ("Trainer", "tuned", "scratch")]  # as --models does
+    bench = Bench("toy64", run, threads=1)
+    calls = []
+    monkeypatch.setattr(bench, "sh", lambda cmd, model=None: calls.append((list(map(str, cmd)), model.name)))
+    for m in run.models[1:]:
+        bench.train(m, reuse=False)
+    pruned = str(bench.model_dir(run.catalogue["pruned"]))
+    assert pruned.endswith("2d_nnunet_40x5v10_pruned/Dataset002_Toy64/SauronTrainer__nnunet__2d")
+    (tuned, _), (scratch, _) = calls
+    assert tuned[tuned.index("--init-from") + 1] == pruned and "--match" not in tuned
+    assert tuned[tuned.index("--epochs") + 1] == str(run.init_epochs)  # the --init-from budget
+    assert "_init150x5_tuned" in str(bench.model_dir(run.catalogue["tuned"]))
+    assert scratch[scratch.index("--match") + 1] == pruned and "--init-from" not in scratch
+    assert scratch[scratch.index("--epochs") + 1] == "40"
