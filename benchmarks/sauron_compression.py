@@ -24,7 +24,8 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   with ``--seed 2`` (against the same unpruned model); and controls for where the Dice goes: the unpruned
   model with ``--seed 2``, the clustering term without removals (τ stays 0), the min-max pairing with λ = 0,
   the min-max model's final widths trained from scratch (``ScratchTrainer --match``), and the min-max model
-  fine-tuned without pruning for ``--init-epochs`` x ``--init-iters`` (``Trainer --init-from``, non-paper);
+  fine-tuned without pruning for ``--init-epochs`` x ``--init-iters`` (``Trainer --init-from``, non-paper; both
+  seeds);
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
@@ -134,8 +135,8 @@ def runs(args) -> dict[str, Run]:
                                                match="sauron_minmax_rollback"),
                                          # the min-max model fine-tuned unpruned for --init-epochs (non-paper: the
                                          # paper prunes to the end); do the last removals need time to recover?
-                                         Model("sauron_minmax_rollback_finetuned", UNPRUNED,
-                                               init_from="sauron_minmax_rollback")]),
+                                         *[Model(f"{name}_finetuned", UNPRUNED, init_from=name)
+                                           for name in ("sauron_minmax_rollback", "sauron_minmax_rollback_seed2")]]),
         "ablation": Run("3d_fullres", "cpu", [
             Model(UNPRUNED, UNPRUNED),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
