@@ -25,7 +25,7 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   model with ``--seed 2``, the clustering term without removals (τ stays 0), the min-max pairing with λ = 0,
   the min-max model's final widths trained from scratch (``ScratchTrainer --match``), and the min-max model
   fine-tuned without pruning for ``--init-epochs`` x ``--init-iters`` (``Trainer --init-from``, non-paper; both
-  seeds);
+  seeds), and seed 2 with ``--protect-last-block``;
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
@@ -136,7 +136,11 @@ def runs(args) -> dict[str, Run]:
                                          # the min-max model fine-tuned unpruned for --init-epochs (non-paper: the
                                          # paper prunes to the end); do the last removals need time to recover?
                                          *[Model(f"{name}_finetuned", UNPRUNED, init_from=name)
-                                           for name in ("sauron_minmax_rollback", "sauron_minmax_rollback_seed2")]]),
+                                           for name in ("sauron_minmax_rollback", "sauron_minmax_rollback_seed2")],
+                                         # the block that feeds the head kept whole: is the thin class's loss the
+                                         # narrow full-resolution path?
+                                         Model("sauron_minmax_rollback_seed2_protect_last_block",
+                                               flags=MINMAX_ROLLBACK + ("--seed", "2", "--protect-last-block"))]),
         "ablation": Run("3d_fullres", "cpu", [
             Model(UNPRUNED, UNPRUNED),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
