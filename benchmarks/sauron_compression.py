@@ -95,6 +95,12 @@ class Run:
         #: every model of the run by name, also after ``--models`` narrows ``models`` (``init_from``/``match``)
         self.catalogue = {m.name: m for m in self.models}
 
+    def select(self, names: list[str]) -> None:
+        """Narrows the run to ``names``, the unpruned model, and the models those start from or match."""
+        keep = {UNPRUNED, *names}
+        keep |= {source for n in names for source in (self.catalogue[n].init_from, self.catalogue[n].match) if source}
+        self.models = [m for m in self.models if m.name in keep]
+
 
 #: δ_prune on the clustering term's min-max view (which also sees the transposed convolutions' clusters), with
 #: the rewind that undoes a removal after which a class collapsed
@@ -133,8 +139,9 @@ def runs(args) -> dict[str, Run]:
                                          # it), or is the loss the widths' capacity?
                                          Model("scratch_minmax_rollback_widths", "ScratchTrainer",
                                                match="sauron_minmax_rollback"),
-                                         # the min-max model fine-tuned unpruned for --init-epochs (non-paper: the
-                                         # paper prunes to the end); do the last removals need time to recover?
+                                         # the min-max models trained on without pruning for --init-epochs
+                                         # (non-paper: the paper prunes to the end): do the last removals need
+                                         # time to recover?
                                          *[Model(f"{name}_finetuned", UNPRUNED, init_from=name)
                                            for name in ("sauron_minmax_rollback", "sauron_minmax_rollback_seed2")],
                                          # the block that feeds the head kept whole: is the thin class's loss the
@@ -399,8 +406,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, help="replace the plans' batch size (default: as planned)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help="only these models of the run (the unpruned Trainer is always scored; with --train-only "
-                             "it is trained only if named, or if an --init-from model needs it)")
+                        help="only these models of the run, with the unpruned Trainer and the models they start "
+                             "from or match (those are scored too; with --train-only they are trained only if named "
+                             "or missing)")
     parser.add_argument("--reuse", action="store_true", help="keep models already trained with the same budget")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
     parser.add_argument("--more-test-cases", type=int, metavar="K", default=0,
@@ -419,15 +427,15 @@ def main(argv=None) -> int:
         unknown = set(args.models) - {m.name for m in run.models}
         if unknown:
             parser.error(f"--models: {sorted(unknown)} not in run {args.run}: {[m.name for m in run.models]}")
-        run.models = [m for m in run.models if m.name == UNPRUNED or m.name in args.models]
+        run.select(args.models)
     bench = Bench(args.dataset, run, args.threads)
     t0 = time.perf_counter()
     bench.prepare()
     for m in run.models:
-        # --train-only --models A B: train A and B alone (the unpruned model only where named, or where an
-        # --init-from model needs it and it is missing), so that several processes can train side by side
+        # --train-only --models A B: train A and B alone (a model they start from or match only where it is
+        # missing), so that several processes can train side by side
         named = not (args.train_only and args.models) or m.name in args.models
-        if named or any(x.init_from == m.name for x in run.models):
+        if named or any(m.name in (x.init_from, x.match) for x in run.models):
             bench.train(m, args.reuse or (not named))
     if args.train_only:
         return 0

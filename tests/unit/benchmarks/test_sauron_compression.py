@@ -53,7 +53,7 @@ def test_a_model_starts_from_or_matches_another_model_of_the_run_even_when_model
     run = Run("2d", "nnunet", [Model("Trainer", "Trainer"), Model("pruned"),
                                Model("tuned", "Trainer", init_from="pruned"),
                                Model("scratch", "ScratchTrainer", match="pruned")], epochs=40, iters=5)
-    run.models = [m for m in run.models if m.name in ("Trainer", "tuned", "scratch")]  # as --models does
+    run.models = [m for m in run.models if m.name in ("Trainer", "tuned", "scratch")]  # the source narrowed away
     bench = Bench("toy64", run, threads=1)
     calls = []
     monkeypatch.setattr(bench, "sh", lambda cmd, model=None: calls.append((list(map(str, cmd)), model.name)))
@@ -67,3 +67,12 @@ def test_a_model_starts_from_or_matches_another_model_of_the_run_even_when_model
     assert "_init150x5_tuned" in str(bench.model_dir(run.catalogue["tuned"]))
     assert scratch[scratch.index("--match") + 1] == pruned and "--init-from" not in scratch
     assert scratch[scratch.index("--epochs") + 1] == "40"
+
+
+def test_narrowing_a_run_keeps_the_unpruned_model_and_the_models_the_chosen_ones_start_from_or_match():
+    run = Run("2d", "nnunet", [Model("Trainer", "Trainer"), Model("pruned"), Model("other"), Model("unrelated"),
+                               Model("tuned", "Trainer", init_from="pruned"),
+                               Model("scratch", "ScratchTrainer", match="other")])
+    run.select(["tuned", "scratch"])
+    assert [m.name for m in run.models] == ["Trainer", "pruned", "other", "tuned", "scratch"]
+    assert set(run.catalogue) == {"Trainer", "pruned", "other", "unrelated", "tuned", "scratch"}
