@@ -74,5 +74,6 @@ def test_narrowing_a_run_keeps_the_unpruned_model_and_the_models_the_chosen_ones
                                Model("tuned", "Trainer", init_from="pruned"),
                                Model("scratch", "ScratchTrainer", match="other")])
     run.select(["tuned", "scratch"])
-    assert [m.name for m in run.models] == ["Trainer", "pruned", "other", "tuned", "scratch"]
+    kept = [m.name for m in run.models]
+    assert kept == ["Trainer", "pruned", "other", "tuned", "scratch"]
     assert set(run.catalogue) == {"Trainer", "pruned", "other", "unrelated", "tuned", "scratch"}
