@@ -25,7 +25,8 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   model with ``--seed 2``, the clustering term without removals (τ stays 0), the min-max pairing with λ = 0,
   the min-max model's final widths trained from scratch (``ScratchTrainer --match``), and the min-max model
   fine-tuned without pruning for ``--init-epochs`` x ``--init-iters`` (``Trainer --init-from``, non-paper; both
-  seeds), and seed 2 with ``--protect-last-block``;
+  seeds), and seed 2 with ``--protect-last-block``; and the min-max pairing with the non-paper ``--width-floor
+  0.25`` (both seeds);
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
@@ -147,7 +148,12 @@ def runs(args) -> dict[str, Run]:
                                          # the block that feeds the head kept whole: is the thin class's loss the
                                          # narrow full-resolution path?
                                          Model("sauron_minmax_rollback_seed2_protect_last_block",
-                                               flags=MINMAX_ROLLBACK + ("--seed", "2", "--protect-last-block"))]),
+                                               flags=MINMAX_ROLLBACK + ("--seed", "2", "--protect-last-block")),
+                                         # ... or every layer kept at a quarter of its planned width at least
+                                         # (non-paper; a quarter still allows 93.7 % fewer FLOPs here)
+                                         *[Model(f"sauron_minmax_rollback{seed}_floor25",
+                                                 flags=MINMAX_ROLLBACK + seed_flags + ("--width-floor", "0.25"))
+                                           for seed, seed_flags in (("", ()), ("_seed2", ("--seed", "2")))]]),
         "ablation": Run("3d_fullres", "cpu", [
             Model(UNPRUNED, UNPRUNED),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),

@@ -289,6 +289,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     sauron.add_argument("--protect-last-block", action="store_const", const=True, default=None,
                         help="non-paper: never prune the block that feeds the final segmentation head (its few "
                              "full-resolution channels carry each class's evidence)")
+    sauron.add_argument("--width-floor", type=float, metavar="F",
+                        help="non-paper: no layer is pruned below F (0-1] of its planned width, rounded up, so no "
+                             "path of the network narrows to a few channels (default: off, as the paper; README: "
+                             "'Two ways to a small model')")
     sauron.add_argument("--skip-empty-patience", action="store_const", const=True, default=None,
                         help="non-paper: a threshold step that removes no channel of its layer is followed by no "
                              "patience, so thresholds climb through the empty low part of the grid quickly (for a "
@@ -348,7 +352,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     paths = paths_from_env()
     flags = {k: getattr(args, k) for k in ("lam", "tau0", "tau_max", "kappa", "rho", "mu", "prune_batches",
                                            "score_maps", "val_test", "stop_after", "dice_guard",
-                                           "rollback_drop", "protect_last_block", "skip_empty_patience",
+                                           "rollback_drop", "protect_last_block", "width_floor", "skip_empty_patience",
                                            "plateau_iterations", "match", "keep_flops", "prune_epoch", "centripetal")}
     cls = TRAINERS[args.trainer]
     if unknown := [k for k, v in flags.items() if v is not None and k not in cls.config_class.__dataclass_fields__]:

@@ -57,6 +57,10 @@ class SauronConfig(TrainerConfig):
     dice_guard: float | None = None
     #: non-paper: never prune the block that feeds the final segmentation head (False: prune it, as the paper)
     protect_last_block: bool = False
+    #: non-paper: no layer is pruned below this fraction of its planned width (rounded up; the reference channel
+    #: and the channels least like it are kept), so that no path of the network narrows to a few channels (None:
+    #: no floor, as the paper)
+    width_floor: float | None = None
     #: non-paper: no patience after a threshold step that removed nothing from its layer (see
     #: sauronnet.pruning.schedule; False: patience ρ after every step, as the paper)
     skip_empty_patience: bool = False
@@ -79,6 +83,8 @@ class SauronConfig(TrainerConfig):
         if self.prune_batches < 1 or self.prune_batches > self.iterations_per_epoch:
             raise ValueError(f"prune_batches must be 1..iterations per epoch ({self.iterations_per_epoch}), "
                              f"got {self.prune_batches}")
+        if self.width_floor is not None and not 0 < self.width_floor <= 1:
+            raise ValueError(f"width_floor must lie in (0, 1], got {self.width_floor}")
         for name in ("dice_guard", "rollback_drop"):
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:
@@ -263,6 +269,7 @@ class SauronTrainer(PruningTrainer):
         protected = {self.head_input_block()} if self.config.protect_last_block else set()
         protected |= {name for name, st in self.layer_states.items() if st.frozen}
         scores = self.global_scores()
+        floors = self.width_floors()
         keep = {}
         for name, width in self.network.widths().items():
             state = self.layer_states[name] if paused else advance(self.layer_states[name], losses_ok, s)
@@ -270,6 +277,7 @@ class SauronTrainer(PruningTrainer):
             if name in scores and not paused and name not in protected:
                 score = scores[name]
                 prune = (score < threshold(state, s)) & (torch.arange(score.numel()) != self._references[name])
+                prune = _at_most(prune, score, width - floors.get(name, 1))
                 removed = int(prune.sum())
                 if removed:
                     keep[name] = torch.nonzero(~prune).flatten()
@@ -288,6 +296,12 @@ class SauronTrainer(PruningTrainer):
         local = [torch.stack(self._scores[n]).mean(0) for n in names]
         merged = self.world.sample_mean(torch.cat(local).to(self.device)).cpu()
         return dict(zip(names, merged.split([t.numel() for t in local])))
+
+    def width_floors(self) -> dict[str, int]:
+        """``width_floor``: per layer, the fewest channels it may keep (none without a floor)."""
+        if self.config.width_floor is None:
+            return {}
+        return {name: math.ceil(self.config.width_floor * w) for name, w in default_widths(self.cfg.network).items()}
 
     def layer_report(self, name: str) -> dict:
         state = self._states_now[name]
@@ -353,6 +367,18 @@ class SauronTrainer(PruningTrainer):
     def load_checkpoint_extras(self, extras: dict) -> None:
         self.layer_states = {k: LayerState(**v) for k, v in extras["layer_states"].items()}
         self.class_ema = dict(extras.get("class_ema", {}))  # checkpoints before --rollback-drop have none
+
+
+def _at_most(prune: torch.Tensor, score: torch.Tensor, n: int) -> torch.Tensor:
+    """``prune`` narrowed to its ``n`` lowest-scoring channels (the nearest duplicates go first)."""
+    n = max(n, 0)
+    if int(prune.sum()) <= n:
+        return prune
+    candidates = torch.nonzero(prune).flatten()
+    chosen = candidates[torch.argsort(score[candidates], stable=True)[:n]]
+    narrowed = torch.zeros_like(prune)
+    narrowed[chosen] = True
+    return narrowed
 
 
 def _to_device(state, device: torch.device):

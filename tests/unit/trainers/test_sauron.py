@@ -327,3 +327,39 @@ def test_sauron_prunes_in_bf16_without_nan(results_paths, monkeypatch):
     assert all(math.isfinite(v) for v in losses)
     assert summary["pruning"]["flops_after"] < summary["pruning"]["flops_before"]
     assert all(math.isfinite(v) for v in summary["mean_dice"].values() if v == v)
+
+
+def test_width_floor_keeps_a_fraction_of_every_planned_layer(results_paths):
+    t = make(results_paths, with_overrides(FAST, width_floor=0.3))
+    planned = dict(t.network.widths())
+    # distinct scores, all below the threshold: the floor keeps the reference and the channels least like it
+    t._scores = {n: [torch.linspace(0.0, 0.2, w)] for n, w in planned.items()}
+    t._references = {n: 0 for n in planned}
+    t.on_epoch_end(0, {"epoch": 0, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": 0.5, "pseudo_dice": {}})
+    widths = t.network.widths()
+    floors = {n: math.ceil(0.3 * w) for n, w in planned.items()}
+    assert widths == floors
+    removed = sum(planned.values()) - sum(widths.values())
+    assert removed > 0
+    # a second epoch end removes nothing more
+    t._scores = {n: [torch.zeros(w)] for n, w in widths.items()}
+    t._references = {n: 0 for n in widths}
+    t.on_epoch_end(1, {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": 0.5, "pseudo_dice": {}})
+    assert t.network.widths() == floors
+
+
+def test_width_floor_removes_the_nearest_duplicates_first():
+    from trainers.sauron import _at_most
+    score = torch.tensor([0.0, 0.05, 0.01, 0.5, 0.02])
+    prune = torch.tensor([False, True, True, False, True])
+    chosen = torch.nonzero(_at_most(prune, score, 2)).flatten().tolist()
+    assert chosen == [2, 4]
+    assert torch.equal(_at_most(prune, score, 5), prune)
+    assert not _at_most(prune, score, -1).any()
+
+
+def test_width_floor_must_be_a_fraction():
+    import pytest
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="width_floor"):
+            with_overrides(FAST, width_floor=bad)
