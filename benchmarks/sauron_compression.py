@@ -26,7 +26,7 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   the min-max model's final widths trained from scratch (``ScratchTrainer --match``), and the min-max model
   fine-tuned without pruning for ``--init-epochs`` x ``--init-iters`` (``Trainer --init-from``, non-paper; both
   seeds), and seed 2 with ``--protect-last-block``; and the min-max pairing with the non-paper ``--width-floor
-  0.25`` (both seeds);
+  0.25`` (both seeds) and ``0.125``, and the 0.25 model's widths trained from scratch;
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
@@ -153,7 +153,13 @@ def runs(args) -> dict[str, Run]:
                                          # (non-paper; a quarter still allows 93.7 % fewer FLOPs here)
                                          *[Model(f"sauron_minmax_rollback{seed}_floor25",
                                                  flags=MINMAX_ROLLBACK + seed_flags + ("--width-floor", "0.25"))
-                                           for seed, seed_flags in (("", ()), ("_seed2", ("--seed", "2")))]]),
+                                           for seed, seed_flags in (("", ()), ("_seed2", ("--seed", "2")))],
+                                         # the floor's dose (an eighth: 4 of 32 at full resolution), and the
+                                         # floored widths trained from scratch
+                                         Model("sauron_minmax_rollback_floor12",
+                                               flags=MINMAX_ROLLBACK + ("--width-floor", "0.125")),
+                                         Model("scratch_minmax_rollback_floor25_widths", "ScratchTrainer",
+                                               match="sauron_minmax_rollback_floor25")]),
         "ablation": Run("3d_fullres", "cpu", [
             Model(UNPRUNED, UNPRUNED),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
