@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from sauronnet.inference.export import label_dtype, probabilities_to_labels, restore_probabilities, softmax
 from sauronnet.inference.postprocessing import keep_largest_component
-from sauronnet.inference.sliding_window import Network, sliding_window
+from sauronnet.inference.sliding_window import Network, sliding_window, sliding_window_slices, tiles_per_call
 from sauronnet.inference.inputs import InputCase
 from sauronnet.io import Geometry, read_images, write_seg
 from sauronnet.atomic import atomic_path
@@ -53,12 +53,15 @@ class Predictor:
         keep_largest_component: labels reduced to their largest connected component.
         average_logits: average the folds' logits (imported nnU-Net models) instead of their softmax.
         runtime: what runs the networks, for messages (e.g. ``torch fp32``, ``onnxruntime``).
+        tile_batch: tiles per network call (default: as many as fit in 2^17 voxels, at most 32; see
+            :func:`~sauronnet.inference.sliding_window.tiles_per_call`). The logits do not depend on it beyond
+            float rounding.
     """
 
     def __init__(self, networks: Sequence[Network], plans: Plans, configuration: str, step: float = 0.5,
                  mirror: bool = True, keep_largest_component: Sequence[int] = (),
                  allowed_mirror_axes: Sequence[int] | None = None, average_logits: bool = False,
-                 runtime: str = ""):
+                 runtime: str = "", tile_batch: int | None = None):
         if not networks:
             raise ValueError("a predictor needs at least one network")
         if not 0 < step <= 1:
@@ -66,6 +69,9 @@ class Predictor:
         self.networks, self.plans, self.configuration = list(networks), plans, configuration
         self.config = plans.configuration(configuration)
         self.step = step
+        if tile_batch is not None and tile_batch < 1:
+            raise ValueError(f"tile_batch must be at least 1, got {tile_batch}")
+        self.tile_batch = tiles_per_call(self.config.patch_size) if tile_batch is None else tile_batch
         allowed = tuple(range(self.config.network.dim)) if allowed_mirror_axes is None else allowed_mirror_axes
         self.mirror_axes = tuple(allowed) if mirror else ()
         self.keep_largest_component = tuple(keep_largest_component)
@@ -90,11 +96,8 @@ class Predictor:
         patch = self.config.patch_size
         probs = None
         for net in self.networks:
-            if self.config.network.dim == 2:
-                logits = np.stack([sliding_window(net, x[:, z], patch, self.step, True, self.mirror_axes)
-                                   for z in range(x.shape[1])], axis=1)
-            else:
-                logits = sliding_window(net, x, patch, self.step, True, self.mirror_axes)
+            window = sliding_window_slices if self.config.network.dim == 2 else sliding_window
+            logits = window(net, x, patch, self.step, True, self.mirror_axes, self.tile_batch)
             p = logits if self.average_logits else softmax(logits)
             probs = p if probs is None else probs + p
         probs /= len(self.networks)

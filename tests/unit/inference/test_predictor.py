@@ -131,3 +131,37 @@ def test_bf16_runs_the_network_in_bfloat16_and_accumulates_in_float32():
 def test_unknown_predictor_precision_is_refused():
     with pytest.raises(ValueError, match="fp32 or bf16"):
         _predictor([0], precision="auto")
+
+
+def _predictor_2d(tile_batch=None) -> tuple[Predictor, list[int]]:
+    """A 2D predictor (8 x 8 patches) whose network is untrained and counts the tiles of each call."""
+    from dataclasses import replace
+
+    from sauronnet.plans import NetworkPlan
+    plans = make_plans((1.0, 1.0, 1.0))
+    net_plan = NetworkPlan((4, 8), ((3, 3), (3, 3)), ((1, 1), (2, 2)), (1, 1), (1,))
+    cfg = replace(plans.configuration("3d_fullres"), spacing=(1.0, 1.0), patch_size=(8, 8), network=net_plan)
+    plans = replace(plans, configurations={"2d": cfg})
+    torch.manual_seed(0)
+    runner = TorchNetwork(build_network(net_plan, 1, plans.num_classes, deep_supervision=False).eval())
+    calls = []
+
+    def counted(x):
+        calls.append(len(x))
+        return runner(x)
+
+    return Predictor([counted], plans, "2d", mirror=True, tile_batch=tile_batch), calls
+
+
+def test_2d_slices_share_network_calls_without_changing_the_probabilities():
+    data = np.random.RandomState(4).randn(1, 6, 10, 9).astype(np.float32)
+    one, one_calls = _predictor_2d(tile_batch=1)
+    batched, calls = _predictor_2d()
+    np.testing.assert_allclose(batched.predict_preprocessed(data), one.predict_preprocessed(data), atol=1e-5)
+    assert set(one_calls) == {1} and sum(calls) == sum(one_calls) == 6 * 4 * 4  # slices x tiles x mirror passes
+    assert max(calls) == 6 * 4  # 8 x 8 tiles: every tile of every slice in one call (up to 32), not one
+
+
+def test_tile_batch_must_be_positive():
+    with pytest.raises(ValueError, match="tile_batch"):
+        _predictor_2d(tile_batch=0)

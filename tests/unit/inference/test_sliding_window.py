@@ -3,7 +3,8 @@ import itertools
 import numpy as np
 import pytest
 
-from sauronnet.inference.sliding_window import gaussian_importance, sliding_window, tile_starts
+from sauronnet.inference.sliding_window import (MAX_TILES_PER_CALL, gaussian_importance, sliding_window,
+                                                sliding_window_slices, tile_starts, tiles_per_call)
 
 
 @pytest.mark.parametrize("image, tile, step, expected", [
@@ -106,3 +107,47 @@ def test_equals_nnunets_order_of_work_even_with_a_reused_output_buffer(shape, pa
     expected = reference_sliding_window(ReusedBuffer(), volume, patch, 0.5, mirror)
     got = sliding_window(ReusedBuffer(), volume, patch, step=0.5, mirror_axes=mirror)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_tile_starts_take_one_step_per_axis():
+    assert tile_starts((5, 30), (1, 16), (1.0, 0.5)) == [[0, 1, 2, 3, 4], [0, 7, 14]]
+    with pytest.raises(ValueError, match="2 steps for 3 axes"):
+        tile_starts((5, 30, 30), (1, 16, 16), (1.0, 0.5))
+    with pytest.raises(ValueError, match="step"):
+        tile_starts((5, 30), (1, 16), (1.0, 0.0))
+
+
+class ReusedBuffer2D(ReusedBuffer):
+    """The 2D version: (B, 1, Y, X) → (B, 2, Y, X) in one reused array; no two slices give the same logits."""
+
+
+@pytest.mark.parametrize("shape, patch, mirror", [((1, 7, 33, 27), (16, 16), ()),
+                                                  ((1, 6, 12, 40), (16, 16), (0, 1)),  # padded in y
+                                                  ((1, 3, 16, 16), (16, 16), (1,))])
+@pytest.mark.parametrize("batch", [1, 5, 64])
+def test_slices_share_network_calls_and_give_each_slices_own_window(shape, patch, mirror, batch):
+    volume = np.random.RandomState(3).randn(*shape).astype(np.float32)
+    expected = np.stack([sliding_window(ReusedBuffer2D(), volume[:, z], patch, 0.5, True, mirror)
+                         for z in range(shape[1])], axis=1)
+    calls = []
+
+    def counted(x):
+        calls.append(len(x))
+        return net(x)
+
+    net = ReusedBuffer2D()
+    got = sliding_window_slices(counted, volume, patch, 0.5, True, mirror, batch)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    tiles = shape[1] * int(np.prod([len(t) for t in tile_starts([max(s, p) for s, p in zip(shape[2:], patch)],
+                                                                 patch, 0.5)]))
+    assert sum(calls) == tiles * 2 ** len(mirror)  # every tile of every slice once per mirror pass
+    assert max(calls) == min(batch, tiles)
+
+
+def test_tiles_per_call_fill_a_voxel_budget():
+    assert tiles_per_call((80, 64)) == 25
+    assert tiles_per_call((8, 8)) == MAX_TILES_PER_CALL
+    assert tiles_per_call((512, 512)) == 1
+    assert tiles_per_call((128, 128, 128)) == 1
+    assert tiles_per_call((40, 40, 40)) == 2
+    assert tiles_per_call((256, 256)) == 2
