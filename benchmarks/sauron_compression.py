@@ -26,7 +26,8 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   the min-max model's final widths trained from scratch (``ScratchTrainer --match``), and the min-max model
   fine-tuned without pruning for ``--init-epochs`` x ``--init-iters`` (``Trainer --init-from``, non-paper; both
   seeds), and seed 2 with ``--protect-last-block``; and the min-max pairing with the non-paper ``--width-floor
-  0.25`` (both seeds) and ``0.125``, and the 0.25 model's widths trained from scratch;
+  0.25`` (three seeds; seed 1 also without the floor) and ``0.125``, and the 0.25 model's widths trained from
+  scratch;
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
@@ -106,6 +107,8 @@ class Run:
 #: δ_prune on the clustering term's min-max view (which also sees the transposed convolutions' clusters), with
 #: the rewind that undoes a removal after which a class collapsed
 MINMAX_ROLLBACK = ("--score-maps", "minmax", "--rollback-drop", "0.2")
+#: name suffix and flags of three training seeds
+THREE_SEEDS = [("", ()), ("_seed1", ("--seed", "1")), ("_seed2", ("--seed", "2"))]
 #: ablation variants run with the default seed and with seed 2 (the seed-to-seed spread): name suffix, flags
 SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--kappa", "5")),
                    ("_skip_empty", ("--skip-empty-patience",)),
@@ -153,7 +156,9 @@ def runs(args) -> dict[str, Run]:
                                          # (non-paper; a quarter still allows 93.7 % fewer FLOPs here)
                                          *[Model(f"sauron_minmax_rollback{seed}_floor25",
                                                  flags=MINMAX_ROLLBACK + seed_flags + ("--width-floor", "0.25"))
-                                           for seed, seed_flags in (("", ()), ("_seed2", ("--seed", "2")))],
+                                           for seed, seed_flags in THREE_SEEDS],
+                                         # a third seed without the floor, to pair with the floored one
+                                         Model("sauron_minmax_rollback_seed1", flags=MINMAX_ROLLBACK + ("--seed", "1")),
                                          # the floor's dose (an eighth: 4 of 32 at full resolution), and the
                                          # floored widths trained from scratch
                                          Model("sauron_minmax_rollback_floor12",
