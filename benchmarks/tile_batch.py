@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=2)
     args = parser.parse_args(argv)
     if bool(args.models) == bool(args.plans):
-        parser.error("give model folders or --plans, not both")
+        parser.error("give either model folders or --plans (exactly one of the two)")
     torch.set_num_threads(args.threads)
 
     images = sorted(args.images.glob("*_0000.*"))[:args.cases]
