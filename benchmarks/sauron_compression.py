@@ -26,8 +26,8 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   the min-max model's final widths trained from scratch (``ScratchTrainer --match``), and the min-max model
   fine-tuned without pruning for ``--init-epochs`` x ``--init-iters`` (``Trainer --init-from``, non-paper; both
   seeds), and seed 2 with ``--protect-last-block``; and the min-max pairing with the non-paper ``--width-floor
-  0.25`` (three seeds; seed 1 also without the floor) and ``0.125``, and the 0.25 model's widths trained from
-  scratch;
+  0.25`` (three seeds; seed 1 also without the floor; seeds 0 and 1 also with ``--protect-last-block``) and
+  ``0.125``, and the 0.25 model's widths trained from scratch;
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
@@ -157,6 +157,12 @@ def runs(args) -> dict[str, Run]:
                                          *[Model(f"sauron_minmax_rollback{seed}_floor25",
                                                  flags=MINMAX_ROLLBACK + seed_flags + ("--width-floor", "0.25"))
                                            for seed, seed_flags in THREE_SEEDS],
+                                         # the floor with the head's input block kept whole (the two seeds whose
+                                         # floored runs missed the Dice bound)
+                                         *[Model(f"sauron_minmax_rollback{seed}_floor25_protect_last_block",
+                                                 flags=MINMAX_ROLLBACK + seed_flags + ("--width-floor", "0.25",
+                                                                                       "--protect-last-block"))
+                                           for seed, seed_flags in THREE_SEEDS[:2]],
                                          # a third seed without the floor, to pair with the floored one
                                          Model("sauron_minmax_rollback_seed1", flags=MINMAX_ROLLBACK + ("--seed", "1")),
                                          # the floor's dose (an eighth: 4 of 32 at full resolution), and the
