@@ -7,6 +7,9 @@
 - mirror TTA averages the logits over every subset of ``mirror_axes`` (8 passes for 3 axes);
 - an image smaller than the patch is padded with zeros for the network; only the tiles' voxels on the image are
   accumulated (the same numbers as accumulating on the padded volume and cropping, without holding it).
+- tiles share network calls (``batch_size``; :func:`tiles_per_call` is the predictor's default), and a 2D network
+  runs over all slices of a volume in shared calls (:func:`sliding_window_slices`); neither changes the logits
+  beyond float rounding.
 
 Arrays are numpy and the network is any callable on numpy batches, so the same tiling serves the torch and the
 onnxruntime backends (and the deploy install has no torch).
