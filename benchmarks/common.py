@@ -86,6 +86,15 @@ def run_measured(cmd: Sequence[str], env: dict | None = None, poll_s: float = 0.
     return wall, peak, out
 
 
+def preprocessed_image(image: Path, predictor):
+    """One image file as ``predictor``'s network sees it (preprocessed with its plans), for timing
+    ``Predictor.predict_preprocessed`` without the reading and resampling around it."""
+    from sauronnet.inference.predictor import prepare_case
+    from sauronnet.io import read_images
+    data, geometry = read_images([image])
+    return prepare_case(data, geometry, predictor.plans, predictor.config)[0]
+
+
 def write_rows(path: Path, rows: list[dict]) -> None:
     """Writes a benchmark's result rows as JSON (``make bench`` collects them into benchmarks/results/latest.md).
 

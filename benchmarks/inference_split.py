@@ -26,9 +26,8 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from sauronnet.inference.predictor import Predictor
-    from sauronnet.io import read_images
     from sauronnet.networks.complexity import measure
-    from sauronnet.preprocessing.preprocess import preprocess_case
+    from benchmarks.common import preprocessed_image
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", type=Path, nargs="+", help="model folders (with fold_*)")
@@ -39,9 +38,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     predictors = [Predictor.from_model_dir(m, mirror=False, precision="fp32") for m in args.models]
-    data, geometry = read_images([args.image])
     first = predictors[0]
-    case = preprocess_case(data, None, geometry, args.image.name, first.plans, first.config)[0]
+    case = preprocessed_image(args.image, first)
     print(f"{args.image.name}: preprocessed {case.shape}, patch {list(first.config.patch_size)}, "
           f"{args.threads} threads, fp32, no TTA")
     for model, predictor in zip(args.models, predictors):

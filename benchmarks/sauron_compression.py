@@ -60,7 +60,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import CACHE, OUR_BIN, cpu_model, threads_env, toy64_spec, write_rows  # noqa: E402
+from benchmarks.common import (CACHE, OUR_BIN, cpu_model, preprocessed_image, threads_env, toy64_spec,  # noqa: E402
+                               write_rows)
 
 UNPRUNED = "Trainer"
 
@@ -307,17 +308,12 @@ class Bench:
         import torch
 
         from sauronnet.inference.predictor import Predictor
-        from sauronnet.io import read_images
-        from sauronnet.preprocessing.preprocess import preprocess_case
 
         torch.set_num_threads(self.threads)
         models = self.run.models
         predictors = {m.name: Predictor.from_model_dir(self.model_dir(m), mirror=False) for m in models}
         first = predictors[models[0].name]
-        cases = []
-        for p in sorted((self.root / "raw" / self.name / "imagesTs").iterdir()):
-            data, geo = read_images([p])
-            cases.append(preprocess_case(data, None, geo, p.name, first.plans, first.config)[0])
+        cases = [preprocessed_image(p, first) for p in sorted((self.root / "raw" / self.name / "imagesTs").iterdir())]
         times = {m.name: [] for m in models}
         for _ in range(repeats):
             for pre in cases:

@@ -32,15 +32,15 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    from benchmarks.common import preprocessed_image
+
     from sauronnet.inference.predictor import Predictor
     from sauronnet.inference.sliding_window import tiles_per_call
     from sauronnet.inference.torch_network import TorchNetwork
-    from sauronnet.io import read_images
     from sauronnet.networks.complexity import measure
     from sauronnet.networks.unet import build_network, default_widths
     from sauronnet.plans import Plans
     from sauronnet.pruning.targets import uniform_widths
-    from sauronnet.preprocessing.preprocess import preprocess_case
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", type=Path, nargs="*", help="model folders (with fold_*)")
@@ -82,10 +82,7 @@ def main(argv=None) -> int:
         first = predictors[args.batches[0]]
         if args.plans is not None:
             model = f"{args.plans} {args.configuration}, untrained, {model:.0%} of the planned widths"
-        cases = []
-        for image in images:
-            data, geometry = read_images([image])
-            cases.append(preprocess_case(data, None, geometry, image.name, first.plans, first.config)[0])
+        cases = [preprocessed_image(image, first) for image in images]
         times = {b: [] for b in args.batches}
         probs = {}
         for _ in range(args.repeats):
