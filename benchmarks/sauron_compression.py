@@ -125,9 +125,8 @@ def runs(args) -> dict[str, Run]:
         "single3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
                                               Model("sauron_plateau250", flags=("--plateau-iterations", "250")),
                                               Model("sauron_rollback", flags=("--rollback-drop", "0.2")),
-                                              Model("sauron_minmax_rollback", flags=MINMAX_ROLLBACK),
-                                              Model("sauron_minmax_rollback_seed2",
-                                                    flags=MINMAX_ROLLBACK + ("--seed", "2")),
+                                              *[Model(f"sauron_minmax_rollback{seed}", flags=MINMAX_ROLLBACK + seed_flags)
+                                                for seed, seed_flags in THREE_SEEDS],
                                               # single2d's best recipe on the narrow preset (a quarter of its
                                               # 8 full-resolution channels is 2; the head's block stays at 8)
                                               *[Model(f"sauron_minmax_rollback{seed}_floor25_protect_last_block",
