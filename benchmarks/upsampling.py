@@ -24,7 +24,7 @@ import argparse
 import statistics
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cpu_model, write_rows  # noqa: E402
 from benchmarks.cpu_limit import toy64_plans  # noqa: E402
+
 
 def gemm_upsampling(module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` for a transposed conv whose kernel equals its stride: every input voxel owns one output block,
@@ -48,8 +49,9 @@ def gemm_upsampling(module, x: torch.Tensor) -> torch.Tensor:
 @contextmanager
 def gemm(net):
     """The network's transposed convs run :func:`gemm_upsampling` inside the block."""
+    if any(tuple(m.kernel_size) != tuple(m.stride) or any(m.padding) for m in net.ups):
+        raise ValueError("the network's upsampling is not kernel = stride")
     for m in net.ups:
-        assert tuple(m.kernel_size) == tuple(m.stride) and not any(m.padding)
         m.forward = lambda x, m=m: gemm_upsampling(m, x)
     try:
         yield
@@ -63,17 +65,12 @@ def interleaved(net, fn, repeats: int) -> tuple[float, float]:
     before, now = [], []
     for i in range(repeats + 1):
         for times, use_gemm in ((before, False), (now, True)):
-            with gemm(net) if use_gemm else _nothing():
+            with gemm(net) if use_gemm else nullcontext():
                 t0 = time.perf_counter()
                 fn()
                 if i:  # the first round warms up
                     times.append(time.perf_counter() - t0)
     return statistics.median(before), statistics.median(now)
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def upsampling_inputs(net, x) -> list[torch.Tensor]:
