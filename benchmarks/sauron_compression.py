@@ -119,20 +119,26 @@ SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--ka
                    ("_minmax_rollback_guard", MINMAX_ROLLBACK + ("--dice-guard", "0.05"))]
 
 
+def floor_block(seeds: list) -> list[Model]:
+    """Min-max + rewind with every layer kept at a quarter of its planned width and the head's input block whole
+    (non-paper), one model per seed."""
+    return [Model(f"sauron_minmax_rollback{seed}_floor25_protect_last_block",
+                  flags=MINMAX_ROLLBACK + seed_flags + ("--width-floor", "0.25", "--protect-last-block"))
+            for seed, seed_flags in seeds]
+
+
 def runs(args) -> dict[str, Run]:
     init = dict(init_from=UNPRUNED)
     return {
         "single3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
                                               Model("sauron_plateau250", flags=("--plateau-iterations", "250")),
                                               Model("sauron_rollback", flags=("--rollback-drop", "0.2")),
-                                              *[Model(f"sauron_minmax_rollback{seed}", flags=MINMAX_ROLLBACK + seed_flags)
+                                              *[Model(f"sauron_minmax_rollback{seed}",
+                                                      flags=MINMAX_ROLLBACK + seed_flags)
                                                 for seed, seed_flags in THREE_SEEDS],
                                               # single2d's best recipe on the narrow preset (a quarter of its
                                               # 8 full-resolution channels is 2; the head's block stays at 8)
-                                              *[Model(f"sauron_minmax_rollback{seed}_floor25_protect_last_block",
-                                                      flags=MINMAX_ROLLBACK + seed_flags + (
-                                                          "--width-floor", "0.25", "--protect-last-block"))
-                                                for seed, seed_flags in THREE_SEEDS]]),
+                                              *floor_block(THREE_SEEDS)]),
         "init3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init)]),
         "single2d": Run("2d", "nnunet", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
                                          Model("sauron_minmax_rollback", flags=MINMAX_ROLLBACK),
@@ -166,10 +172,7 @@ def runs(args) -> dict[str, Run]:
                                            for seed, seed_flags in THREE_SEEDS],
                                          # the floor with the head's input block kept whole, five seeds (is it a
                                          # recipe one can count on?)
-                                         *[Model(f"sauron_minmax_rollback{seed}_floor25_protect_last_block",
-                                                 flags=MINMAX_ROLLBACK + seed_flags + ("--width-floor", "0.25",
-                                                                                       "--protect-last-block"))
-                                           for seed, seed_flags in FIVE_SEEDS],
+                                         *floor_block(FIVE_SEEDS),
                                          # a third seed without the floor, to pair with the floored one
                                          Model("sauron_minmax_rollback_seed1", flags=MINMAX_ROLLBACK + ("--seed", "1")),
                                          # the floor's dose (an eighth: 4 of 32 at full resolution), and the
