@@ -89,6 +89,7 @@ def upsampling_inputs(net, x) -> list[torch.Tensor]:
 def main(argv=None) -> int:
     from sauronnet.inference.sliding_window import tiles_per_call
     from sauronnet.networks.unet import build_network, default_widths
+    from sauronnet.pruning.targets import uniform_widths
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
             cfg = plans.configuration(config)
             plan = cfg.network
             for keep in args.keep:
-                widths = {k: max(1, round(v * keep)) for k, v in default_widths(plan).items()}
+                widths = uniform_widths(default_widths(plan), 1 - keep)
                 net = build_network(plan, 1, 3, widths, deep_supervision=False, seed=0)
                 tiles = tiles_per_call(cfg.patch_size)
                 x = torch.randn(tiles, 1, *cfg.patch_size)
