@@ -14,7 +14,9 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
 - ``single3d``: 3D ``cpu`` preset, single-phase Sauron from scratch, the paper's constants; and with the
   non-paper ``--plateau-iterations 250`` (the plateau test on losses averaged over 250 iterations) or
   ``--rollback-drop 0.2`` (removals after which a class stays collapsed are undone), and ``--score-maps minmax
-  --rollback-drop 0.2`` (as in ``single2d``; also with ``--seed 2``);
+  --rollback-drop 0.2`` (as in ``single2d``; three seeds), the last also with the non-paper ``--width-floor 0.25
+  --protect-last-block`` or ``--hold-until-learned 0.5`` (thresholds held until every class is learned; three
+  seeds each);
 - ``init3d``: 3D ``cpu`` preset, the unpruned ``Trainer`` model pruned by ``sauron_train --init-from`` (paper
   constants, our default stop rule);
 - ``single2d``: the ``2d`` configuration with the ``nnunet`` preset's widths (32…512), single-phase, paper
@@ -138,7 +140,14 @@ def runs(args) -> dict[str, Run]:
                                                 for seed, seed_flags in THREE_SEEDS],
                                               # single2d's best recipe on the narrow preset (a quarter of its
                                               # 8 full-resolution channels is 2; the head's block stays at 8)
-                                              *floor_block(THREE_SEEDS)]),
+                                              *floor_block(THREE_SEEDS),
+                                              # the thresholds held until every class's pseudo-Dice (EMA) reached
+                                              # 0.5 once (non-paper): seed 1 learned its lesion only at epoch ~190,
+                                              # after 92 % of the FLOPs were gone
+                                              *[Model(f"sauron_minmax_rollback{seed}_hold50",
+                                                      flags=MINMAX_ROLLBACK + seed_flags
+                                                      + ("--hold-until-learned", "0.5"))
+                                                for seed, seed_flags in THREE_SEEDS]]),
         "init3d": Run("3d_fullres", "cpu", [Model(UNPRUNED, UNPRUNED), Model("sauron_init", **init)]),
         "single2d": Run("2d", "nnunet", [Model(UNPRUNED, UNPRUNED), Model("sauron"),
                                          Model("sauron_minmax_rollback", flags=MINMAX_ROLLBACK),

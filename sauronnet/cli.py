@@ -305,6 +305,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     sauron.add_argument("--dice-guard", type=float, metavar="MARGIN",
                         help="non-paper: no threshold step and no removal in epochs whose validation pseudo-Dice "
                              "(EMA) lies more than MARGIN below its best (default: off, as the paper)")
+    sauron.add_argument("--hold-until-learned", type=float, metavar="DICE",
+                        help="non-paper: no threshold step and no removal until every foreground class's validation "
+                             "pseudo-Dice (EMA) has reached DICE once, so that no class is learned by an already "
+                             "pruned network (a demo-set run learned its lesion only at epoch ~190, after 92 %% of the "
+                             "FLOPs were gone, and lost 0.12 Dice; README: 'Two ways to a small model'). 0.5 suits "
+                             "classes the unpruned model segments well; never use more than a class can reach "
+                             "(default: off, as the paper)")
     sauron.add_argument("--rollback-drop", type=float, metavar="D",
                         help="non-paper: undo an epoch end's removals when a class's validation pseudo-Dice then "
                              "falls more than D below its level before them (a class the removals destroyed), and "
@@ -352,7 +359,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     paths = paths_from_env()
     flags = {k: getattr(args, k) for k in ("lam", "tau0", "tau_max", "kappa", "rho", "mu", "prune_batches",
                                            "score_maps", "val_test", "stop_after", "dice_guard",
-                                           "rollback_drop", "protect_last_block", "width_floor", "skip_empty_patience",
+                                           "hold_until_learned", "rollback_drop", "protect_last_block", "width_floor",
+                                           "skip_empty_patience",
                                            "plateau_iterations", "match", "keep_flops", "prune_epoch", "centripetal")}
     cls = TRAINERS[args.trainer]
     if unknown := [k for k, v in flags.items() if v is not None and k not in cls.config_class.__dataclass_fields__]:

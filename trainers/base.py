@@ -56,6 +56,7 @@ from sauronnet.plans import Plans
 from sauronnet.precision import autocast, memory_format, resolve_precision
 from sauronnet.progress_plot import plot_progress
 from sauronnet.preprocessing.preprocess import check_preprocessed, config_folder, load_case
+from sauronnet.pruning.targets import forward_flops
 from sauronnet.serialization import from_jsonable, read_json, to_jsonable, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -227,6 +228,11 @@ class Trainer:
         return build_network(self.cfg.network, len(self.plans.channel_names), self.plans.num_classes,
                              widths if widths is not None else self.initial_widths(), deep_supervision=True,
                              seed=self.config.seed)
+
+    def network_flops(self, widths: dict[str, int] | None) -> int:
+        """Forward FLOPs (one patch, batch 1) of this plan's network at ``widths`` (None: the planned widths)."""
+        return forward_flops(self.cfg.network, len(self.plans.channel_names), self.plans.num_classes, widths,
+                             self.cfg.patch_size)
 
     def build_loss(self) -> DeepSupervisionLoss:
         return DeepSupervisionLoss(self.cfg.network.n_stages - 1, self.cfg.batch_dice)

@@ -55,6 +55,9 @@ class SauronConfig(TrainerConfig):
     #: non-paper: pause the schedule (no τ step, no removal) in epochs whose EMA pseudo-Dice lies more than this
     #: below its best (None: never, as the paper)
     dice_guard: float | None = None
+    #: non-paper: no threshold step and no removal until every foreground class's validation pseudo-Dice EMA has
+    #: reached this once, so that no class is learned by an already-pruned network (None: never hold, as the paper)
+    hold_until_learned: float | None = None
     #: non-paper: never prune the block that feeds the final segmentation head (False: prune it, as the paper)
     protect_last_block: bool = False
     #: non-paper: no layer is pruned below this fraction of its planned width (rounded up; the reference channel
@@ -85,7 +88,7 @@ class SauronConfig(TrainerConfig):
                              f"got {self.prune_batches}")
         if self.width_floor is not None and not 0 < self.width_floor <= 1:
             raise ValueError(f"width_floor must lie in (0, 1], got {self.width_floor}")
-        for name in ("dice_guard", "rollback_drop"):
+        for name in ("dice_guard", "rollback_drop", "hold_until_learned"):
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:
                 raise ValueError(f"{name} must lie in (0, 1), got {value}")
@@ -139,8 +142,10 @@ class SauronTrainer(PruningTrainer):
         self._undo: list[Undo] = []
         super().__init__(*args, **kwargs)
         self.layer_states = {name: LayerState() for name in self.network.widths()}
-        #: per class, the EMA of the validation pseudo-Dice (what ``rollback_drop`` compares with)
+        #: per class, the EMA of the validation pseudo-Dice (read by ``rollback_drop`` and ``hold_until_learned``)
         self.class_ema: dict[str, float] = {}
+        #: ``hold_until_learned``: the epoch at whose end every class had first reached it (None: not yet)
+        self.hold_released_at: int | None = None
 
     @property
     def observed_batches(self) -> int:
@@ -261,9 +266,15 @@ class SauronTrainer(PruningTrainer):
         val = [h["val_loss"] for h in self.history] + [metrics["val_loss"]]
         window = plateau_window(self.config.plateau_iterations, self.config.iterations_per_epoch)
         losses_ok = losses_converged(train, val, s.rho, self.config.val_test, window)
-        paused = self.guard_pauses(metrics)
+        waiting = self.unlearned_classes(epoch)
+        paused = bool(waiting) or self.guard_pauses(metrics)
         metrics["sauron_paused"] = paused
-        if paused:
+        if waiting:
+            metrics["sauron_waits_for"] = waiting
+            logger.info("epoch %d: Sauron holds until every class is learned: pseudo-Dice (EMA) of class %s below "
+                        "%.2f", epoch, ", ".join(f"{c} ({v:.3f})" for c, v in waiting.items()),
+                        self.config.hold_until_learned)
+        elif paused:
             logger.info("epoch %d: Sauron paused: pseudo-Dice (EMA) %.4f is more than %.3f below its best", epoch,
                         metrics["ema_pseudo_dice"], self.config.dice_guard)
         protected = {self.head_input_block()} if self.config.protect_last_block else set()
@@ -312,6 +323,23 @@ class SauronTrainer(PruningTrainer):
         """The prunable layer that feeds the final segmentation head (the last one in forward order)."""
         return list(self.network.widths())[-1]
 
+    def unlearned_classes(self, epoch: int) -> dict[str, float]:
+        """``hold_until_learned``: the classes whose pseudo-Dice EMA has not yet reached it (with their EMA), until
+        the first epoch at which none is left; from then on, and without the option, none. Until validation has
+        shown a class, every class holds it; after that, a class never seen in validation does not (nothing tells
+        whether it is learned)."""
+        level = self.config.hold_until_learned
+        if level is None or self.hold_released_at is not None:
+            return {}
+        if not self.class_ema:  # no class seen in validation yet
+            return {str(v): math.nan for v in self.plans.labels.values() if v != 0}
+        waiting = {c: v for c, v in self.class_ema.items() if v < level}
+        if not waiting:
+            self.hold_released_at = epoch
+            logger.info("epoch %d: every class's pseudo-Dice (EMA) has reached %.2f: Sauron's thresholds start",
+                        epoch, level)
+        return waiting
+
     def guard_pauses(self, metrics: dict) -> bool:
         """``dice_guard``: no threshold step and no removal in an epoch whose EMA pseudo-Dice lies more than
         ``dice_guard`` below its best so far, so pruning never outruns what the network can re-learn."""
@@ -337,10 +365,23 @@ class SauronTrainer(PruningTrainer):
     def summary_extras(self) -> dict:
         return {"final_thresholds": {name: threshold(st, self.config.sauron)
                                      for name, st in self.layer_states.items()},
+                **({"hold_released_at": self.hold_released_at}
+                   if self.config.hold_until_learned is not None else {}),
                 "rollbacks": [{"epoch": h["epoch"], **h["rollback"]} for h in self.history if "rollback" in h]}
 
     def warnings(self) -> list[str]:
-        """A pruned network that lost what it had learned must never pass silently."""
+        """A pruned network that lost what it had learned, or learned a class only once pruned, must never pass
+        silently; nor a run that never pruned because a class was never learned (``hold_until_learned``)."""
+        messages = super().warnings()
+        if self.config.hold_until_learned is not None and self.hold_released_at is None:
+            below = {c: v for c, v in self.class_ema.items() if v < self.config.hold_until_learned}
+            messages.append(f"Sauron never pruned: --hold-until-learned {self.config.hold_until_learned} waited for "
+                            f"class {', '.join(f'{c} (pseudo-Dice EMA {v:.3f})' for c, v in below.items()) or 'all'}"
+                            " until the last epoch. Train longer, check the class occurs in the training cases, or "
+                            "lower the level to what this class can reach.")
+        return messages + self._dice_drop_warnings()
+
+    def _dice_drop_warnings(self) -> list[str]:
         ema = [(h["epoch"], h["ema_pseudo_dice"]) for h in self.history if h.get("ema_pseudo_dice") is not None]
         removed = sum(r["removed"] for h in self.history for r in h.get("pruning", {}).values())
         if not ema or not removed:
@@ -362,11 +403,12 @@ class SauronTrainer(PruningTrainer):
     # ---- checkpoints -----------------------------------------------------------------------------------------
     def checkpoint_extras(self) -> dict:
         return {"layer_states": {k: asdict(v) for k, v in self.layer_states.items()},
-                "class_ema": dict(self.class_ema)}
+                "class_ema": dict(self.class_ema), "hold_released_at": self.hold_released_at}
 
     def load_checkpoint_extras(self, extras: dict) -> None:
         self.layer_states = {k: LayerState(**v) for k, v in extras["layer_states"].items()}
         self.class_ema = dict(extras.get("class_ema", {}))  # checkpoints before --rollback-drop have none
+        self.hold_released_at = extras.get("hold_released_at")  # checkpoints before --hold-until-learned have none
 
 
 def _at_most(prune: torch.Tensor, score: torch.Tensor, n: int) -> torch.Tensor:

@@ -363,3 +363,38 @@ def test_width_floor_must_be_a_fraction():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="width_floor"):
             with_overrides(FAST, width_floor=bad)
+
+
+def test_hold_until_learned_waits_for_every_class_then_never_again(results_paths):
+    planned = sum(default_widths(make(results_paths).cfg.network).values())
+    t = make(results_paths, with_overrides(FAST, hold_until_learned=0.5))
+    states = dict(t.layer_states)
+    metrics = _epoch(t, {"1": 0.9, "2": 0.1})  # class 2's EMA (it starts at its first value) is below 0.5
+    assert metrics["sauron_paused"] and metrics["sauron_waits_for"] == {"2": 0.1}
+    assert sum(t.network.widths().values()) == planned and t.layer_states == states  # no step, no removal
+    assert "never pruned" in t.warnings()[-1] and "class 2" in t.warnings()[-1]
+    t.class_ema["2"] = 0.45
+    metrics = _epoch(t, {"1": 0.9, "2": 0.95})  # EMA 0.9 * 0.45 + 0.1 * 0.95 = 0.5: learned, pruning starts
+    assert not metrics["sauron_paused"] and "sauron_waits_for" not in metrics
+    assert all(w == 1 for w in t.network.widths().values()) and t.hold_released_at == 1
+    assert t.summary_extras()["hold_released_at"] == 1
+    t.class_ema["2"] = 0.0  # a later dip is the rewind's and the Dice guard's business, not this hold's
+    assert not _epoch(t, {"1": 0.9, "2": 0.0}, score=1.0)["sauron_paused"]
+    assert load_extras_roundtrip(t).hold_released_at == 1
+    paper = make(results_paths)  # off by default, as the paper
+    assert not _epoch(paper, {"1": 0.9, "2": 0.1})["sauron_paused"]
+    assert all(w == 1 for w in paper.network.widths().values())
+
+
+def load_extras_roundtrip(t):
+    """A fresh trainer of the same configuration that loaded ``t``'s checkpoint extras (as --continue does)."""
+    other = make(t.paths, t.config)
+    other.load_checkpoint_extras(t.checkpoint_extras())
+    return other
+
+
+def test_hold_until_learned_must_be_a_dice():
+    import pytest
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="hold_until_learned"):
+            with_overrides(FAST, hold_until_learned=bad)
