@@ -100,3 +100,15 @@ def test_baseline_from_the_command_line_matches_flops(results_paths, monkeypatch
     assert 1 - summary["flops_removed_fraction"] == pytest.approx(0.5, rel=0.05)
     assert cli.train_main(argv + ["-tr", "UniformTrainer"]) == 1
     assert "--match" in capsys.readouterr().err
+
+
+def test_hold_until_learned_from_the_command_line_reports_a_run_it_kept_from_pruning(results_paths, monkeypatch):
+    point_env(results_paths, monkeypatch)
+    argv = ["1", "0", "--epochs", "2", "--iters", "2", "--val-iters", "1", "--workers", "0", "--no-progress",
+            "--tau0", "0.3", "--hold-until-learned", "0.99"]  # no class reaches 0.99 in two epochs
+    assert cli.train_main(argv) == 0
+    fold = results_paths.results / "Dataset001_Demo" / "SauronTrainer__cpu__3d_fullres" / "fold_0"
+    summary = json.loads((fold / "pruning_summary.json").read_text())
+    assert summary["hold_released_at"] is None and summary["flops_removed_fraction"] == 0
+    assert any("Sauron never pruned: --hold-until-learned 0.99" in w for w in summary["warnings"])
+    assert all(h["sauron_waits_for"] for h in load_checkpoint(fold / "checkpoint_final.pth")["history"])
