@@ -164,10 +164,9 @@ class PruningTrainer(Trainer):
         if not any(r["removed"] for h in self.history for r in h.get("pruning", {}).values()):
             return []
         planned = self.network_flops(None)
-        names = {str(v): f"{v} ({k})" for k, v in self.plans.labels.items()}
         messages = []
         for c, epoch in learned_epochs(self.history).items():
-            c = names.get(c, c)
+            c = self.class_label(c)
             if epoch is None:
                 messages.append(f"class {c} was never learned (its validation pseudo-Dice stayed below "
                                 f"{NEVER_LEARNED}) while {self.name} removed channels: the pruned model cannot segment "
@@ -186,6 +185,11 @@ class PruningTrainer(Trainer):
                     "trained model with --init-from, or hold pruning until every class is learned "
                     "(SauronTrainer: --hold-until-learned).")
         return messages
+
+    def class_label(self, c: str) -> str:
+        """A class as the validation metrics name it (its label value), with the dataset's name for it."""
+        names = {str(v): k for k, v in self.plans.labels.items()}
+        return f"{c} ({names[c]})" if c in names else c
 
     def summary_extras(self) -> dict:
         """Method-specific entries of ``pruning_summary.json``."""

@@ -266,13 +266,13 @@ class SauronTrainer(PruningTrainer):
         val = [h["val_loss"] for h in self.history] + [metrics["val_loss"]]
         window = plateau_window(self.config.plateau_iterations, self.config.iterations_per_epoch)
         losses_ok = losses_converged(train, val, s.rho, self.config.val_test, window)
-        waiting = self.unlearned_classes(epoch)
+        waiting = self.advance_hold(epoch)
         paused = bool(waiting) or self.guard_pauses(metrics)
         metrics["sauron_paused"] = paused
         if waiting:
             metrics["sauron_waits_for"] = waiting
             logger.info("epoch %d: Sauron holds until every class is learned: pseudo-Dice (EMA) of class %s below "
-                        "%.2f", epoch, ", ".join(f"{c} ({v:.3f})" for c, v in waiting.items()),
+                        "%.2f", epoch, ", ".join(f"{self.class_label(c)}: {v:.3f}" for c, v in waiting.items()),
                         self.config.hold_until_learned)
         elif paused:
             logger.info("epoch %d: Sauron paused: pseudo-Dice (EMA) %.4f is more than %.3f below its best", epoch,
@@ -323,11 +323,11 @@ class SauronTrainer(PruningTrainer):
         """The prunable layer that feeds the final segmentation head (the last one in forward order)."""
         return list(self.network.widths())[-1]
 
-    def unlearned_classes(self, epoch: int) -> dict[str, float]:
+    def advance_hold(self, epoch: int) -> dict[str, float]:
         """``hold_until_learned``: the classes whose pseudo-Dice EMA has not yet reached it (with their EMA), until
-        the first epoch at which none is left; from then on, and without the option, none. Until validation has
-        shown a class, every class holds it; after that, a class never seen in validation does not (nothing tells
-        whether it is learned)."""
+        the first epoch at which none is left, which it records (``hold_released_at``); from then on, and without
+        the option, none. Until validation has shown a class, every class holds; after that, a class never seen in
+        validation does not (nothing tells whether it is learned)."""
         level = self.config.hold_until_learned
         if level is None or self.hold_released_at is not None:
             return {}
@@ -374,11 +374,11 @@ class SauronTrainer(PruningTrainer):
         silently; nor a run that never pruned because a class was never learned (``hold_until_learned``)."""
         messages = super().warnings()
         if self.config.hold_until_learned is not None and self.hold_released_at is None:
-            below = {c: v for c, v in self.class_ema.items() if v < self.config.hold_until_learned}
+            below = ", ".join(f"{self.class_label(c)}: pseudo-Dice EMA {v:.3f}" for c, v in self.class_ema.items()
+                              if v < self.config.hold_until_learned) or "every class (none seen in validation)"
             messages.append(f"Sauron never pruned: --hold-until-learned {self.config.hold_until_learned} waited for "
-                            f"class {', '.join(f'{c} (pseudo-Dice EMA {v:.3f})' for c, v in below.items()) or 'all'}"
-                            " until the last epoch. Train longer, check the class occurs in the training cases, or "
-                            "lower the level to what this class can reach.")
+                            f"class {below} until the last epoch. Train longer, check the class occurs in the training "
+                            "cases, or lower the level to what this class can reach.")
         return messages + self._dice_drop_warnings()
 
     def _dice_drop_warnings(self) -> list[str]:

@@ -372,7 +372,7 @@ def test_hold_until_learned_waits_for_every_class_then_never_again(results_paths
     metrics = _epoch(t, {"1": 0.9, "2": 0.1})  # class 2's EMA (it starts at its first value) is below 0.5
     assert metrics["sauron_paused"] and metrics["sauron_waits_for"] == {"2": 0.1}
     assert sum(t.network.widths().values()) == planned and t.layer_states == states  # no step, no removal
-    assert "never pruned" in t.warnings()[-1] and "class 2" in t.warnings()[-1]
+    assert "never pruned" in t.warnings()[-1] and "class 2 (vessel): pseudo-Dice EMA 0.100" in t.warnings()[-1]
     t.class_ema["2"] = 0.45
     metrics = _epoch(t, {"1": 0.9, "2": 0.95})  # EMA 0.9 * 0.45 + 0.1 * 0.95 = 0.5: learned, pruning starts
     assert not metrics["sauron_paused"] and "sauron_waits_for" not in metrics
