@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -785,7 +786,9 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         prog="sauron_info",
         description="Prints, for each fold of a trained model, every prunable layer's width (and the plan's), its "
                     "parameters and forward FLOPs at the plan's patch size (one patch, inference, "
-                    "torch.utils.flop_counter), and the totals against the unpruned network.",
+                    "torch.utils.flop_counter), the totals against the unpruned network, and the warnings the "
+                    "pruning trainer wrote about the final model (pruning_summary.json: e.g. a class learned only "
+                    "after most channels were gone).",
         formatter_class=_HelpFormatter)
     parser.add_argument("model_dir", help="model folder TRAINER__PRESET__CONFIG, or one of its fold_F folders")
     parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final")
@@ -821,6 +824,10 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         print(f"  total: parameters {now.parameters:,} of {ref.parameters:,} "
               f"(-{100 * (1 - now.parameters / ref.parameters):.1f} %), FLOPs {now.flops / 1e9:.4f} of "
               f"{ref.flops / 1e9:.4f} GFLOP (-{100 * (1 - now.flops / ref.flops):.1f} %)")
+        summary = path.parent / "pruning_summary.json"
+        if args.checkpoint == "final" and summary.is_file():  # what the pruning trainer said about this model
+            for warning in json.loads(summary.read_text()).get("warnings", []):
+                print(f"  warning from training: {warning}")
     return 0
 
 

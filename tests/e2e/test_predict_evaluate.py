@@ -69,6 +69,20 @@ def test_info_reports_the_pruned_widths(pruned_model, capsys):
     assert f"{widths['enc0.0']}/8" in out and "total: parameters" in out and "GFLOP" in out
 
 
+def test_info_repeats_the_warnings_of_training(pruned_model, tmp_path, capsys):
+    import shutil
+    _, trainer = pruned_model
+    fold = tmp_path / "fold_0"
+    shutil.copytree(trainer.output_dir, fold)
+    summary = json.loads((fold / "pruning_summary.json").read_text())
+    summary["warnings"] = ["class 2 (vessel) was learned only at epoch 190"]
+    (fold / "pruning_summary.json").write_text(json.dumps(summary))
+    assert cli.info_main([str(fold)]) == 0
+    assert "warning from training: class 2 (vessel) was learned only at epoch 190" in capsys.readouterr().out
+    assert cli.info_main([str(fold), "--checkpoint", "latest"]) == 0  # the summary is about the final model
+    assert "warning from training" not in capsys.readouterr().out
+
+
 def test_worker_processes_give_the_same_outputs(pruned_model, tmp_path, monkeypatch):
     paths, trainer = pruned_model
     point_env(paths, monkeypatch)
