@@ -36,8 +36,8 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   ablation ``--lambda 0`` (no clustering term) and a faster threshold climb ``--kappa 5`` (non-paper: 5 steps
   to τ_max instead of 15) or ``--skip-empty-patience`` (non-paper: no patience after a step that removed
   nothing) or ``--score-maps minmax --rollback-drop 0.2`` (as in ``single2d``; also with ``--dice-guard 0.05``,
-  which pauses pruning while the pseudo-Dice erodes, or with ``--skip-empty-patience``), each also with ``--seed 2``
-  to measure the seed-to-seed spread.
+  which pauses pruning while the pseudo-Dice erodes, or with ``--skip-empty-patience``, also with
+  ``--rollback-isolate``), each also with ``--seed 2`` to measure the seed-to-seed spread.
 
 Printed (and written with ``--json`` for ``make bench``): per model forward FLOPs and parameters (one patch,
 ``torch.utils.flop_counter``), CPU sliding-window time per test case (no TTA; every model interleaved case by
@@ -120,7 +120,9 @@ SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--ka
                    ("_lambda0_skip_empty", ("--lambda", "0", "--skip-empty-patience")),
                    ("_minmax_rollback", MINMAX_ROLLBACK),
                    ("_minmax_rollback_guard", MINMAX_ROLLBACK + ("--dice-guard", "0.05")),
-                   ("_minmax_rollback_skip_empty", MINMAX_ROLLBACK + ("--skip-empty-patience",))]
+                   ("_minmax_rollback_skip_empty", MINMAX_ROLLBACK + ("--skip-empty-patience",)),
+                   ("_minmax_rollback_skip_empty_isolate",
+                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--rollback-isolate"))]
 
 
 def floor_block(seeds: list) -> list[Model]:

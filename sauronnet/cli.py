@@ -318,6 +318,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                              "falls more than D below its level before them (a class the removals destroyed), and "
                              "prune the layers that lost channels then no further (default: off, as the paper; "
                              "make demo uses 0.2)")
+    sauron.add_argument("--rollback-isolate", action="store_const", const=True, default=None,
+                        help="non-paper, with --rollback-drop: a rewind of removals in several layers freezes none "
+                             "of them; each then prunes only at epoch ends where no other layer does, so that a "
+                             "later rewind finds and freezes the one layer whose removal broke a class (default: "
+                             "freeze every layer that lost channels at the undone epoch end)")
     base = parser.add_argument_group(
         "Baselines (L1Trainer, FPGMTrainer, CSGDTrainer, RandomTrainer, ScratchTrainer, UniformTrainer; README: "
         "'Sauron against other pruning methods')")
@@ -360,7 +365,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     paths = paths_from_env()
     flags = {k: getattr(args, k) for k in ("lam", "tau0", "tau_max", "kappa", "rho", "mu", "prune_batches",
                                            "score_maps", "val_test", "stop_after", "dice_guard",
-                                           "hold_until_learned", "rollback_drop", "protect_last_block", "width_floor",
+                                           "hold_until_learned", "rollback_drop", "rollback_isolate",
+                                           "protect_last_block", "width_floor",
                                            "skip_empty_patience",
                                            "plateau_iterations", "match", "keep_flops", "prune_epoch", "centripetal")}
     cls = TRAINERS[args.trainer]

@@ -75,6 +75,10 @@ class SauronConfig(TrainerConfig):
     #: more than this below that class's EMA before them; the layers that lost channels then are pruned no further
     #: (None: never, as the paper)
     rollback_drop: float | None = None
+    #: non-paper: a rewind of removals in several layers freezes none of them; each of them then prunes only at
+    #: epoch ends where no other layer does, so that a later rewind finds the one layer whose removal broke a class
+    #: and freezes that one (False: freeze every layer that lost channels at the undone epoch end)
+    rollback_isolate: bool = False
     #: warn when the EMA pseudo-Dice ends this far below its best while channels were removed
     dice_drop_warning: float = 0.05
 
@@ -92,6 +96,8 @@ class SauronConfig(TrainerConfig):
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:
                 raise ValueError(f"{name} must lie in (0, 1), got {value}")
+        if self.rollback_isolate and self.rollback_drop is None:
+            raise ValueError("rollback_isolate changes what a rewind freezes: it needs rollback_drop")
         if not 0 <= self.tau0 <= self.tau_max <= 1:
             raise ValueError(f"thresholds must satisfy 0 <= tau0 <= tau_max <= 1, got tau0 {self.tau0} and tau_max "
                              f"{self.tau_max}")
@@ -224,6 +230,10 @@ class SauronTrainer(PruningTrainer):
         cannot undo earlier removals.
         """
         drop = self.config.rollback_drop
+        for u in self._undo:
+            if epoch - u.epoch > ROLLBACK_WINDOW and len(u.layers) == 1:  # a suspect's lone removal passed
+                (name,) = u.layers
+                self.layer_states[name] = replace(self.layer_states[name], suspect=False)
         self._undo = [u for u in self._undo if epoch - u.epoch <= ROLLBACK_WINDOW]
         if drop is None or not self._undo:
             return False
@@ -243,19 +253,30 @@ class SauronTrainer(PruningTrainer):
         self._undo.pop()
         before = self.network.widths()
         self.load_weights(undo.state)  # the optimizer moves its state onto its parameters' device
-        frozen = {name for name, st in self.layer_states.items() if st.frozen}  # by rewinds after these removals
+        # flags set by rewinds after these removals
+        frozen = {name for name, st in self.layer_states.items() if st.frozen}
+        suspects = {name for name, st in self.layer_states.items() if st.suspect}
         self.load_checkpoint_extras(undo.state["extras"])
         self.ema_dice = undo.state["ema_dice"]
-        for name in frozen | set(undo.layers):
-            self.layer_states[name] = replace(self.layer_states[name], frozen=True)
-        self._states_now = dict(self.layer_states)  # with the frozen flags
+        if self.config.rollback_isolate and len(undo.layers) > 1:
+            suspects |= set(undo.layers)
+            culprits = []
+        else:
+            culprits = undo.layers
+        for name in self.layer_states:
+            self.layer_states[name] = replace(self.layer_states[name], frozen=name in frozen | set(culprits),
+                                              suspect=name in suspects - frozen - set(culprits))
+        self._states_now = dict(self.layer_states)  # with the flags
         removed = {name: before[name] - w for name, w in self.network.widths().items()}  # negative: channels back
-        metrics["rollback"] = {"to_epoch": undo.epoch, "classes": collapsed, "frozen": undo.layers}
+        metrics["rollback"] = {"to_epoch": undo.epoch, "classes": collapsed, "frozen": culprits,
+                               **({"suspects": undo.layers} if not culprits else {})}
         metrics["pruning"] = self.pruning_report(before, removed)
         logger.warning("epoch %d: pseudo-Dice of class %s stayed more than %.2f below its level before the removals "
-                       "of epoch %d; they are undone (%d channels back) and layers %s are pruned no further", epoch,
+                       "of epoch %d; they are undone (%d channels back) and %s", epoch,
                        ", ".join(f"{c} ({v:.3f} < {undo.baseline[c]:.3f})" for c, v in collapsed.items()), drop,
-                       undo.epoch, -sum(removed.values()), ", ".join(undo.layers))
+                       undo.epoch, -sum(removed.values()),
+                       f"layers {', '.join(culprits)} are pruned no further" if culprits else
+                       f"layers {', '.join(undo.layers)} prune only alone from now on, until one is found out")
         return True
 
     def select(self, epoch: int, metrics: dict) -> dict[str, torch.Tensor]:
@@ -281,23 +302,35 @@ class SauronTrainer(PruningTrainer):
         protected |= {name for name, st in self.layer_states.items() if st.frozen}
         scores = self.global_scores()
         floors = self.width_floors()
-        keep = {}
-        for name, width in self.network.widths().items():
-            state = self.layer_states[name] if paused else advance(self.layer_states[name], losses_ok, s)
-            removed = 0
+        keep, states = {}, {}
+        widths = self.network.widths()
+        for name, width in widths.items():
+            states[name] = self.layer_states[name] if paused else advance(self.layer_states[name], losses_ok, s)
             if name in scores and not paused and name not in protected:
                 score = scores[name]
-                prune = (score < threshold(state, s)) & (torch.arange(score.numel()) != self._references[name])
+                prune = (score < threshold(states[name], s)) & (torch.arange(score.numel()) != self._references[name])
                 prune = _at_most(prune, score, width - floors.get(name, 1))
-                removed = int(prune.sum())
-                if removed:
+                if prune.any():
                     keep[name] = torch.nonzero(~prune).flatten()
-            self._states_now[name] = state
-            if not paused:
-                self.layer_states[name] = record_pruning(state, width, removed,
+        deferred = self.deferred_suspects(keep)
+        for name in deferred:  # as if this epoch end had not come for them
+            del keep[name]
+            states[name] = self.layer_states[name]
+        for name, width in widths.items():
+            self._states_now[name] = states[name]
+            if not paused and name not in deferred:
+                removed = width - len(keep[name]) if name in keep else 0
+                self.layer_states[name] = record_pruning(states[name], width, removed,
                                                          s.rho if self.config.skip_empty_patience else None)
         self._scores, self._references = {}, {}
         return keep
+
+    def deferred_suspects(self, keep: dict[str, torch.Tensor]) -> list[str]:
+        """``rollback_isolate``: the suspect layers that would lose channels at this epoch end but must wait: all of
+        them while another layer loses channels, all but the first (in forward order) otherwise — a suspect prunes
+        alone, so a collapse after its removal names it."""
+        suspects = [name for name in keep if self.layer_states[name].suspect]
+        return suspects if len(suspects) < len(keep) else suspects[1:]
 
     def global_scores(self) -> dict[str, torch.Tensor]:
         """Per layer, δ_prune averaged over the observed batches and over the global batch (all ranks)."""
@@ -317,7 +350,7 @@ class SauronTrainer(PruningTrainer):
     def layer_report(self, name: str) -> dict:
         state = self._states_now[name]
         return {"tau": threshold(state, self.config.sauron), "patience": state.patience,
-                **({"frozen": True} if state.frozen else {})}
+                **({"frozen": True} if state.frozen else {}), **({"suspect": True} if state.suspect else {})}
 
     def head_input_block(self) -> str:
         """The prunable layer that feeds the final segmentation head (the last one in forward order)."""

@@ -57,6 +57,10 @@ class LayerState:
     #: non-paper (``--rollback-drop``): the layer's last removal was undone because a class collapsed after it;
     #: its threshold stays where it is and it loses no more channels
     frozen: bool = False
+    #: non-paper (``--rollback-isolate``): the layer lost channels at an epoch end that was undone together with
+    #: other layers' removals; it loses channels again only at epoch ends where no other layer does, so that a
+    #: collapse after its removal names it
+    suspect: bool = False
 
 
 def threshold_grid(s: SauronSettings) -> np.ndarray:

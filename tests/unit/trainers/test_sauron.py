@@ -398,3 +398,41 @@ def test_hold_until_learned_must_be_a_dice():
     for bad in (0.0, 1.0):
         with pytest.raises(ValueError, match="hold_until_learned"):
             with_overrides(FAST, hold_until_learned=bad)
+
+
+def test_rollback_isolate_finds_the_one_layer_whose_removal_broke_a_class(results_paths):
+    t = make(results_paths, with_overrides(FAST, rollback_drop=0.2, rollback_isolate=True))
+    planned = dict(t.network.widths())
+    a, b, c = list(planned)[:3]
+    _epoch(t, {"1": 0.9}, only=[a, b])  # two layers lose channels at one epoch end ...
+    assert "rollback_wait" in _epoch(t, {"1": 0.0}, score=1.0)
+    metrics = _epoch(t, {"1": 0.0}, score=1.0)  # ... a class collapses: undone, but neither is frozen
+    assert metrics["rollback"]["frozen"] == [] and metrics["rollback"]["suspects"] == sorted([a, b])
+    assert t.network.widths() == planned
+    assert {n for n, st in t.layer_states.items() if st.suspect} == {a, b}
+    assert not any(st.frozen for st in t.layer_states.values())
+    # a suspect waits while another layer loses channels ...
+    _epoch(t, {"1": 0.9}, only=[a, c])
+    widths = t.network.widths()
+    assert widths[a] == planned[a] and widths[c] == 1
+    # ... and of two suspects the first goes alone
+    _epoch(t, {"1": 0.9}, only=[a, b])
+    widths = t.network.widths()
+    assert widths[a] == 1 and widths[b] == planned[b]
+    # the class collapses after that lone removal: its layer is frozen, the other stays a suspect
+    assert "rollback_wait" in _epoch(t, {"1": 0.0}, score=1.0)
+    assert _epoch(t, {"1": 0.0}, score=1.0)["rollback"]["frozen"] == [a]
+    assert t.network.widths()[a] == planned[a]
+    assert t.layer_states[a].frozen and not t.layer_states[a].suspect and t.layer_states[b].suspect
+    # b's lone removal passes ROLLBACK_WINDOW epochs without a collapse: b is cleared
+    _epoch(t, {"1": 0.9}, only=[b])
+    assert t.network.widths()[b] == 1 and t.layer_states[b].suspect
+    for _ in range(ROLLBACK_WINDOW + 1):
+        _epoch(t, {"1": 0.9}, score=1.0)
+    assert not t.layer_states[b].suspect
+
+
+def test_rollback_isolate_needs_the_rollback():
+    import pytest
+    with pytest.raises(ValueError, match="rollback_isolate"):
+        with_overrides(FAST, rollback_isolate=True)
