@@ -186,6 +186,10 @@ def runs(args) -> dict[str, Run]:
                                          # the floor with the head's input block kept whole, five seeds (is it a
                                          # recipe one can count on?)
                                          *floor_block(FIVE_SEEDS),
+                                         # the rewinds at epochs 124 and 128 froze 14 layers: with
+                                         # --rollback-isolate (non-paper) only the layers found out are frozen
+                                         Model("sauron_minmax_rollback_isolate",
+                                               flags=MINMAX_ROLLBACK + ("--rollback-isolate",)),
                                          # a third seed without the floor, to pair with the floored one
                                          Model("sauron_minmax_rollback_seed1", flags=MINMAX_ROLLBACK + ("--seed", "1")),
                                          # the floor's dose (an eighth: 4 of 32 at full resolution), and the
