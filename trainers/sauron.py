@@ -219,7 +219,9 @@ class SauronTrainer(PruningTrainer):
         """``rollback_drop``: when a class's pseudo-Dice lies more than ``rollback_drop`` below its EMA before the
         last removals that can still be undone, the epoch end prunes nothing; if it still does in the next epoch,
         network, optimizer, schedules and EMA are rewound to just before those removals and the layers that lost
-        channels then are frozen. Returns whether this epoch end is taken (waiting or rewinding).
+        channels then are frozen (``rollback_isolate``, several layers: they become suspects instead, see
+        :meth:`deferred_suspects`; a suspect whose lone removal leaves the rewind window is cleared). Returns whether
+        this epoch end is taken (waiting or rewinding).
 
         Removing a channel that a class needed shows at once and stays (the lesion of ``make demo`` went from
         pseudo-Dice 0.98 to 0.0 in the epoch after one removal, and did not come back in 40 epochs), while the
