@@ -97,7 +97,8 @@ class SauronConfig(TrainerConfig):
             if value is not None and not 0 < value < 1:
                 raise ValueError(f"{name} must lie in (0, 1), got {value}")
         if self.rollback_isolate and self.rollback_drop is None:
-            raise ValueError("rollback_isolate changes what a rewind freezes: it needs rollback_drop")
+            raise ValueError("rollback_isolate (--rollback-isolate) changes what a rewind freezes, so it needs the "
+                             "rewind: rollback_drop (--rollback-drop D, e.g. 0.2)")
         if not 0 <= self.tau0 <= self.tau_max <= 1:
             raise ValueError(f"thresholds must satisfy 0 <= tau0 <= tau_max <= 1, got tau0 {self.tau0} and tau_max "
                              f"{self.tau_max}")
