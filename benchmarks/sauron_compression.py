@@ -146,7 +146,7 @@ def runs(args) -> dict[str, Run]:
                                               # 8 full-resolution channels is 2; the head's block stays at 8)
                                               *floor_block(THREE_SEEDS),
                                               # the thresholds held until every class's pseudo-Dice (EMA) reached
-                                              # 0.5 once (non-paper): seed 1 learned its lesion only at epoch ~190,
+                                              # 0.5 once (non-paper): seed 1 learned its vessel only at epoch ~190,
                                               # after 92 % of the FLOPs were gone
                                               *[Model(f"sauron_minmax_rollback{seed}_hold50",
                                                       flags=MINMAX_ROLLBACK + seed_flags

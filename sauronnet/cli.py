@@ -309,8 +309,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     sauron.add_argument("--hold-until-learned", type=float, metavar="DICE",
                         help="non-paper: no threshold step and no removal until every foreground class's validation "
                              "pseudo-Dice (EMA) has reached DICE once, so that no class is learned by an already "
-                             "pruned network (a demo-set run learned its lesion only at epoch ~190, after 92 %% of the "
-                             "FLOPs were gone, and lost 0.12 Dice; README: 'Two ways to a small model'). 0.5 suits "
+                             "pruned network (a demo-set run learned its vessel class only at epoch ~190, after 92 %% "
+                             "of the FLOPs were gone, and lost 0.12 Dice; README: 'Two ways to a small model'). 0.5 suits "
                              "classes the unpruned model segments well; never use more than a class can reach "
                              "(default: off, as the paper)")
     sauron.add_argument("--rollback-drop", type=float, metavar="D",

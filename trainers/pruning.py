@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 LEARNED_FRACTION = 0.5
 #: a class learned only once pruning had removed at least this fraction of the forward FLOPs is reported: the
 #: pruned network, not the planned one, learned it (healthy runs on toy64 and the demo set: at most 0.18; the demo
-#: run that lost its lesion: 0.92)
+#: run that lost its vessel class: 0.92)
 LATE_LEARNING_FLOPS = 0.5
 #: a class whose best validation pseudo-Dice EMA stays below this was never learned
 NEVER_LEARNED = 0.05
