@@ -7,28 +7,22 @@ from trainers.baselines import L1Trainer, OneShotConfig
 from trainers.pruning import LATE_LEARNING_FLOPS, learned_epochs
 
 
-def _history(dice_per_epoch, pruned_from=None, widths=None):
-    """Epochs with validation pseudo-Dice ``dice_per_epoch`` [(class 1, class 2)]; from epoch ``pruned_from`` on
-    the network has ``widths`` (channels removed at that epoch's end)."""
+def _history(planned, dice_per_epoch, pruned_from=None, widths=None):
+    """Epochs with validation pseudo-Dice ``dice_per_epoch`` [(class 1, class 2)] of a network at ``planned``
+    widths; from epoch ``pruned_from`` on it has ``widths`` (channels removed at that epoch's end)."""
     rows = []
     for e, (d1, d2) in enumerate(dice_per_epoch):
-        pruned = pruned_from is not None and e >= pruned_from
-        layers = {k: {"width": (widths if pruned else PLANNED)[k], "removed": int(e == pruned_from)}
-                  for k in PLANNED}
+        now = widths if pruned_from is not None and e >= pruned_from else planned
+        layers = {k: {"width": now[k], "removed": int(e == pruned_from)} for k in planned}
         rows.append({"epoch": e, "pseudo_dice": {"1": d1, "2": d2}, "pruning": layers})
     return rows
 
 
-PLANNED: dict = {}
-
-
 def make(paths):
     plans = Plans.load(paths.preprocessed / "Dataset001_Demo" / "cpu" / "plans.json")
-    t = L1Trainer(plans, "3d_fullres", "0", paths, OneShotConfig(epochs=2, iterations_per_epoch=2, val_iterations=1,
-                                                                  num_workers=0, keep_flops=0.5), "cpu")
-    PLANNED.clear()
-    PLANNED.update(default_widths(t.cfg.network))
-    return t
+    return L1Trainer(plans, "3d_fullres", "0", paths, OneShotConfig(epochs=2, iterations_per_epoch=2,
+                                                                     val_iterations=1, num_workers=0,
+                                                                     keep_flops=0.5), "cpu")
 
 
 def test_learned_epochs_follow_each_class_ema_up_to_half_its_best():
@@ -42,20 +36,25 @@ def test_learned_epochs_follow_each_class_ema_up_to_half_its_best():
     # a class absent from validation (NaN) keeps its EMA: the absence is not a Dice of 0
     history[3]["pseudo_dice"]["1"] = math.nan
     assert learned_epochs(history)["1"] == 0
+    # a class first seen at epoch 2: its EMA starts there (read as Dice 0, it would reach 0.4 only epochs later)
+    for h, v in zip(history, [math.nan, math.nan] + [0.8] * 18):
+        h["pseudo_dice"]["4"] = v
+    assert learned_epochs(history)["4"] == 2
 
 
 def test_a_class_learned_only_by_the_pruned_network_is_reported(results_paths):
     t = make(results_paths)
-    narrow = {k: max(1, w // 8) for k, w in PLANNED.items()}  # far more than LATE_LEARNING_FLOPS removed
+    planned = default_widths(t.cfg.network)
+    narrow = {k: max(1, w // 8) for k, w in planned.items()}  # far more than LATE_LEARNING_FLOPS removed
     assert 1 - t.network_flops(narrow) / t.network_flops(None) >= LATE_LEARNING_FLOPS
     late = [(0.9, 0.0)] * 10 + [(0.9, 0.9)] * 20
-    t.history = _history(late, pruned_from=3, widths=narrow)
+    t.history = _history(planned, late, pruned_from=3, widths=narrow)
     (warning,) = t.warnings()
     assert "class 2 (vessel) was learned only at epoch 15 " in warning and "--init-from" in warning
-    t.history = _history([(0.9, 0.9)] * 30, pruned_from=3, widths=narrow)
+    t.history = _history(planned, [(0.9, 0.9)] * 30, pruned_from=3, widths=narrow)
     assert t.warnings() == []  # learned before the removals
-    t.history = _history(late)
+    t.history = _history(planned, late)
     assert t.warnings() == []  # nothing removed: not the pruning's doing
-    t.history = _history([(0.9, 0.0)] * 30, pruned_from=3, widths=narrow)
+    t.history = _history(planned, [(0.9, 0.0)] * 30, pruned_from=3, widths=narrow)
     (warning,) = t.warnings()
     assert "class 2 (vessel) was never learned" in warning
