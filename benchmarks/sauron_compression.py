@@ -122,7 +122,11 @@ SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--ka
                    ("_minmax_rollback_guard", MINMAX_ROLLBACK + ("--dice-guard", "0.05")),
                    ("_minmax_rollback_skip_empty", MINMAX_ROLLBACK + ("--skip-empty-patience",)),
                    ("_minmax_rollback_skip_empty_isolate",
-                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--rollback-isolate"))]
+                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--rollback-isolate")),
+                   # fine-tuning a converged model at a third of nnU-Net's initial learning rate (the start model
+                   # ended its poly schedule near 0; 0.01 shakes it out of its minimum before anything is pruned)
+                   ("_lr3", ("--lr", "0.003")),
+                   ("_minmax_rollback_skip_empty_lr3", MINMAX_ROLLBACK + ("--skip-empty-patience", "--lr", "0.003"))]
 
 
 def floor_block(seeds: list) -> list[Model]:

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from sauronnet.inference.export import label_dtype, probabilities_to_labels, restore_probabilities, softmax
 from sauronnet.inference.postprocessing import keep_largest_component
-from sauronnet.inference.sliding_window import Network, sliding_window, sliding_window_slices, tiles_per_call
+from sauronnet.inference.sliding_window import (Network, Workers, sliding_window, sliding_window_slices,
+                                                tiles_per_call)
 from sauronnet.inference.inputs import InputCase
 from sauronnet.io import Geometry, read_images, write_seg
 from sauronnet.atomic import atomic_path
@@ -56,12 +57,13 @@ class Predictor:
         tile_batch: tiles per network call (default: as many as fit in 2^17 voxels, at most 32; see
             :func:`~sauronnet.inference.sliding_window.tiles_per_call`). The logits do not depend on it beyond
             float rounding.
+        workers: network calls run at once on threads (see :func:`sliding_window`); the logits do not depend on it.
     """
 
     def __init__(self, networks: Sequence[Network], plans: Plans, configuration: str, step: float = 0.5,
                  mirror: bool = True, keep_largest_component: Sequence[int] = (),
                  allowed_mirror_axes: Sequence[int] | None = None, average_logits: bool = False,
-                 runtime: str = "", tile_batch: int | None = None):
+                 runtime: str = "", tile_batch: int | None = None, workers: int = 1):
         if not networks:
             raise ValueError("a predictor needs at least one network")
         if not 0 < step <= 1:
@@ -72,6 +74,10 @@ class Predictor:
         if tile_batch is not None and tile_batch < 1:
             raise ValueError(f"tile_batch must be at least 1, got {tile_batch}")
         self.tile_batch = tiles_per_call(self.config.patch_size) if tile_batch is None else tile_batch
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self._pool: Workers | None = None  # created at the first case, kept for the next
         allowed = tuple(range(self.config.network.dim)) if allowed_mirror_axes is None else allowed_mirror_axes
         self.mirror_axes = tuple(allowed) if mirror else ()
         self.keep_largest_component = tuple(keep_largest_component)
@@ -95,9 +101,11 @@ class Predictor:
         x = np.ascontiguousarray(data, dtype=np.float32)
         patch = self.config.patch_size
         probs = None
+        if self._pool is None or self._pool.count != self.workers:
+            self._pool = Workers(self.workers, getattr(self.networks[0], "worker_init", None))
         for net in self.networks:
             window = sliding_window_slices if self.config.network.dim == 2 else sliding_window
-            logits = window(net, x, patch, self.step, True, self.mirror_axes, self.tile_batch)
+            logits = window(net, x, patch, self.step, True, self.mirror_axes, self.tile_batch, self._pool)
             p = logits if self.average_logits else softmax(logits)
             probs = p if probs is None else probs + p
         probs /= len(self.networks)

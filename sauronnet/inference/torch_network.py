@@ -35,6 +35,12 @@ class TorchNetwork:
         self.net = net.to(self.device, memory_format=self.format).eval()
         self.name = f"torch {precision}"
 
+    def worker_init(self) -> None:
+        """Run first in each thread of a sliding window's ``workers``: one intra-op thread per call on the CPU (the
+        calls run side by side), the calling thread keeps its own count."""
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)
+
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
         # a network trained in float64 (sauron_train --precision fp64) is validated in float64

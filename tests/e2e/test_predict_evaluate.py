@@ -3,9 +3,11 @@ against their reference labels, and sauron_info on the pruned model."""
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from sauronnet import cli
+from sauronnet.inference.sliding_window import Workers
 from tests.conftest import point_env
 
 
@@ -83,15 +85,21 @@ def test_info_repeats_the_warnings_of_training(pruned_model, tmp_path, capsys):
     assert "warning from training" not in capsys.readouterr().out
 
 
-def test_worker_processes_give_the_same_outputs(pruned_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("flag, values", [("-np", (1, 2)), ("--tile-workers", (1, 3))])
+def test_worker_processes_and_tile_workers_give_the_same_outputs(pruned_model, tmp_path, monkeypatch, flag, values):
     paths, trainer = pruned_model
     point_env(paths, monkeypatch)
     images = paths.raw / "Dataset001_Demo" / "imagesTs"
+    from sauronnet.inference import predictor
+    pools = []
+    monkeypatch.setattr(predictor, "Workers", lambda count, init: pools.append(count) or Workers(count, init))
     outs = {}
-    for n in (1, 2):
-        outs[n] = tmp_path / f"np{n}"
-        assert cli.predict_main(["-i", str(images), "-o", str(outs[n]), "-m", str(trainer.output_dir.parent),
-                                 "--disable-tta", "--no-progress", "-np", str(n)]) == 0
+    for i, n in enumerate(values, 1):
+        outs[i] = tmp_path / f"run{n}"
+        assert cli.predict_main(["-i", str(images), "-o", str(outs[i]), "-m", str(trainer.output_dir.parent),
+                                 "--disable-tta", "--no-progress", flag, str(n)]) == 0
+    if flag == "--tile-workers":
+        assert set(pools) == set(values)  # these cases' few tiles run inline; test_sliding_window runs workers
     for p in sorted(outs[1].glob("*.nii.gz")):
         a = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(outs[2] / p.name)))

@@ -165,3 +165,38 @@ def test_2d_slices_share_network_calls_without_changing_the_probabilities():
 def test_tile_batch_must_be_positive():
     with pytest.raises(ValueError, match="tile_batch"):
         _predictor_2d(tile_batch=0)
+
+
+def test_workers_run_torch_calls_on_one_thread_each_and_change_nothing():
+    import threading
+
+    class Recording(TorchNetwork):
+        def __call__(self, x):
+            self.seen.append((threading.get_ident(), torch.get_num_threads()))
+            return super().__call__(x)
+
+    one = _predictor([0])
+    net = Recording(one.networks[0].net)
+    net.seen = []
+    plans, cfg = one.plans, one.config
+    data = np.random.RandomState(7).randn(1, *[2 * p for p in cfg.patch_size]).astype(np.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = Predictor([net], plans, "3d_fullres", mirror=False, tile_batch=1, workers=2)
+        np.testing.assert_allclose(two.predict_preprocessed(data), one.predict_preprocessed(data), atol=1e-6)
+        assert torch.get_num_threads() == 2  # the caller's count is its own
+    finally:
+        torch.set_num_threads(threads)
+    assert len({t for t, _ in net.seen}) == 2 and threading.get_ident() not in {t for t, _ in net.seen}
+    assert {n for _, n in net.seen} == {1}
+    with pytest.raises(ValueError, match="workers"):
+        Predictor([net], plans, "3d_fullres", workers=0)
+
+
+def test_torch_on_the_cpu_runs_as_many_tile_workers_as_threads_by_default():
+    from sauronnet.inference.loading import default_workers, load_predictor
+    assert default_workers("cpu", "torch") == torch.get_num_threads()
+    assert default_workers("cpu", "onnxruntime") == default_workers("cuda", "torch") == 1
+    with pytest.raises(ValueError, match="CPU threads"):
+        load_predictor("no_such_model", device="cuda", workers=2)

@@ -151,3 +151,77 @@ def test_tiles_per_call_fill_a_voxel_budget():
     assert tiles_per_call((128, 128, 128)) == 1
     assert tiles_per_call((40, 40, 40)) == 2
     assert tiles_per_call((256, 256)) == 2
+
+
+class Concurrent:
+    """A reentrant network that only answers once ``parties`` calls are running at the same time (so it fails,
+    by a timeout, unless the sliding window really runs calls side by side), recording which threads ran it and
+    which ran its ``worker_init``."""
+
+    def __init__(self, parties: int):
+        import threading
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.threads, self.initialised = set(), set()
+        self.lock = threading.Lock()
+
+    def worker_init(self):
+        import threading
+        self.initialised.add(threading.get_ident())
+
+    def __call__(self, x):
+        import threading
+        with self.lock:
+            self.threads.add(threading.get_ident())
+        self.barrier.wait()
+        return np.concatenate([np.sin(3 * x) + x * np.roll(x, 1, axis=-1), x ** 2], axis=1)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("shape, patch, mirror, batch", [((1, 20, 33, 27), (8, 16, 16), (), 2),  # 48 tiles
+                                                         ((1, 5, 56, 9), (8, 16, 16), (0, 2), 1)])  # padded, 6
+def test_workers_run_calls_side_by_side_and_give_the_same_logits(workers, shape, patch, mirror, batch):
+    import threading
+    volume = np.random.RandomState(5).randn(*shape).astype(np.float32)
+    expected = sliding_window(ReusedBuffer(), volume, patch, 0.5, True, mirror, batch)
+    net = Concurrent(workers)
+    n_calls = int(np.prod([len(t) for t in tile_starts([max(s, p) for s, p in zip(shape[1:], patch)], patch, 0.5)]))
+    assert -(-n_calls // batch) % workers == 0  # the barrier needs every round of calls full
+    got = sliding_window(net, volume, patch, 0.5, True, mirror, batch, workers=workers)
+    np.testing.assert_array_equal(got, expected)  # the same calls, accumulated in the same order
+    assert len(net.threads) == workers and threading.get_ident() not in net.threads
+    assert net.initialised == net.threads  # worker_init ran first in every worker, never in the caller
+
+
+def test_slices_pass_workers_and_worker_init_on():
+    volume = np.random.RandomState(6).randn(1, 4, 16, 16).astype(np.float32)
+    net = Concurrent(2)
+    got = sliding_window_slices(net, volume, (16, 16), 0.5, True, (), batch_size=1, workers=2)
+    expected = sliding_window_slices(ReusedBuffer2D(), volume, (16, 16), 0.5, True, (), batch_size=1)
+    np.testing.assert_array_equal(got, expected)
+    assert len(net.initialised) == 2
+
+
+def test_workers_stay_a_few_calls_ahead_of_the_accumulation():
+    from sauronnet.inference.sliding_window import Workers
+    started = []
+    results = Workers(3).map(lambda i: started.append(i) or i * i, list(range(50)))
+    for consumed, (item, value) in enumerate(results, 1):
+        assert value == item * item and item == consumed - 1  # in order
+        if consumed == 10:
+            import time
+            time.sleep(0.2)  # a slow consumer: the workers must not run on through the whole list
+            assert len(started) <= consumed + 3 + 1
+    with pytest.raises(ValueError, match="workers"):
+        sliding_window(lambda t: t, np.zeros((1, 8, 8), np.float32), (8, 8), workers=0)
+
+
+def test_a_volume_of_few_calls_runs_them_in_the_calling_thread():
+    import threading
+    from sauronnet.inference.sliding_window import Workers
+    seen = []
+    pool = Workers(2)
+    for n in (1, 2, 3):
+        seen.clear()
+        assert [v for _, v in pool.map(lambda i: seen.append(threading.get_ident()) or i, list(range(n)))] == \
+            list(range(n))
+        assert (set(seen) == {threading.get_ident()}) == (n <= 2)
