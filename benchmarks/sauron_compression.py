@@ -125,7 +125,7 @@ SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--ka
                     MINMAX_ROLLBACK + ("--skip-empty-patience", "--rollback-isolate")),
                    # fine-tuning a converged model at a third of nnU-Net's initial learning rate (the start model
                    # ended its poly schedule near 0; 0.01 shakes it out of its minimum before anything is pruned)
-                   ("_lr3", ("--lr", "0.003")),
+                   ("_lr3", ("--lr", "0.003")), ("_lr1", ("--lr", "0.001")),
                    ("_minmax_rollback_skip_empty_lr3", MINMAX_ROLLBACK + ("--skip-empty-patience", "--lr", "0.003"))]
 
 

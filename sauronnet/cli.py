@@ -545,8 +545,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch / onnxruntime threads (default: all cores on CPU)")
     parser.add_argument("--tile-workers", type=int, metavar="W",
                         help="on the CPU: W network calls (tiles) run side by side, each on one thread, instead of "
-                             "every thread working inside each call; the same segmentations (a case of fewer than 2 "
-                             "calls per worker runs inline). Default: torch on the CPU as many as --threads (measured "
+                             "every thread working inside each call; the same segmentations (a case of no more calls "
+                             "than workers runs them one at a time with every thread). Default: torch on the CPU as many as --threads (measured "
                              "1.0-1.4x faster on volumes of many tiles), otherwise 1 (README: 'Speed on the CPU')")
     parser.add_argument("-np", "--num-processes", type=int, default=1,
                         help="worker processes reading/preprocessing upcoming cases and resampling/writing "
