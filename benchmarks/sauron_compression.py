@@ -37,7 +37,9 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   to τ_max instead of 15) or ``--skip-empty-patience`` (non-paper: no patience after a step that removed
   nothing) or ``--score-maps minmax --rollback-drop 0.2`` (as in ``single2d``; also with ``--dice-guard 0.05``,
   which pauses pruning while the pseudo-Dice erodes, or with ``--skip-empty-patience``, also with
-  ``--rollback-isolate``), each also with ``--seed 2`` to measure the seed-to-seed spread.
+  ``--rollback-isolate``), and a lower initial learning rate for the trained model (``--lr 0.003`` and ``0.001``
+  against nnU-Net's 0.01; 0.003 also with min-max + rewind + skip-empty), each also with ``--seed 2`` to measure
+  the seed-to-seed spread.
 
 Printed (and written with ``--json`` for ``make bench``): per model forward FLOPs and parameters (one patch,
 ``torch.utils.flop_counter``), CPU sliding-window time per test case (no TTA; every model interleaved case by
