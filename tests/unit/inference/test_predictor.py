@@ -194,10 +194,9 @@ def test_workers_run_torch_calls_on_one_thread_each_and_change_nothing():
         Predictor([net], plans, "3d_fullres", workers=0)
 
 
-def test_the_cpu_runs_as_many_tile_workers_as_threads_by_default():
+def test_torch_on_the_cpu_runs_as_many_tile_workers_as_threads_by_default():
     from sauronnet.inference.loading import default_workers, load_predictor
     assert default_workers("cpu", "torch") == torch.get_num_threads()
-    assert default_workers("cpu", "onnxruntime", 3) == 3
-    assert default_workers("cuda", "torch") == 1
+    assert default_workers("cpu", "onnxruntime") == default_workers("cuda", "torch") == 1
     with pytest.raises(ValueError, match="CPU threads"):
         load_predictor("no_such_model", device="cuda", workers=2)
