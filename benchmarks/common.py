@@ -95,6 +95,20 @@ def preprocessed_image(image: Path, predictor):
     return prepare_case(data, geometry, predictor.plans, predictor.config)[0]
 
 
+def uniform_plan_network(plans_path: Path, configuration: str, keep: float):
+    """(plans, an untrained network of the plan at ``keep`` of every layer's planned width, deep supervision off):
+    timing does not depend on the weights, so any plan can be timed without training a model."""
+    from sauronnet.networks.unet import build_network, default_widths
+    from sauronnet.plans import Plans
+    from sauronnet.pruning.targets import uniform_widths
+
+    plans = Plans.load(plans_path)
+    cfg = plans.configuration(configuration)
+    widths = uniform_widths(default_widths(cfg.network), 1 - keep)
+    return plans, build_network(cfg.network, len(plans.channel_names), plans.num_classes, widths,
+                                deep_supervision=False, seed=0)
+
+
 def write_rows(path: Path, rows: list[dict]) -> None:
     """Writes a benchmark's result rows as JSON (``make bench`` collects them into benchmarks/results/latest.md).
 

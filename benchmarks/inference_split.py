@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     predictors = [Predictor.from_model_dir(m, mirror=False, precision="fp32") for m in args.models]
+    for p in predictors:
+        p.workers = 1  # one call at a time, so that the time inside the network's calls adds up
     first = predictors[0]
     case = preprocessed_image(args.image, first)
     print(f"{args.image.name}: preprocessed {case.shape}, patch {list(first.config.patch_size)}, "

@@ -32,15 +32,12 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from benchmarks.common import preprocessed_image
+    from benchmarks.common import preprocessed_image, uniform_plan_network
 
     from sauronnet.inference.predictor import Predictor
     from sauronnet.inference.sliding_window import tiles_per_call
     from sauronnet.inference.torch_network import TorchNetwork
     from sauronnet.networks.complexity import measure
-    from sauronnet.networks.unet import build_network, default_widths
-    from sauronnet.plans import Plans
-    from sauronnet.pruning.targets import uniform_widths
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", type=Path, nargs="*", help="model folders (with fold_*)")
@@ -67,13 +64,9 @@ def main(argv=None) -> int:
         if args.plans is None:
             predictors = {b: Predictor.from_model_dir(model, mirror=False, precision="fp32") for b in args.batches}
             for b, p in predictors.items():
-                p.tile_batch = b
+                p.tile_batch, p.workers = b, 1  # one call at a time: what batching alone wins
             return predictors
-        plans = Plans.load(args.plans)
-        cfg = plans.configuration(args.configuration)
-        widths = uniform_widths(default_widths(cfg.network), 1 - model)
-        net = build_network(cfg.network, len(plans.channel_names), plans.num_classes, widths,
-                            deep_supervision=False, seed=0)
+        plans, net = uniform_plan_network(args.plans, args.configuration, model)
         return {b: Predictor([TorchNetwork(net)], plans, args.configuration, mirror=False, tile_batch=b)
                 for b in args.batches}
 

@@ -32,14 +32,11 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from benchmarks.common import preprocessed_image
+    from benchmarks.common import preprocessed_image, uniform_plan_network
     from sauronnet.deploy.bundle import read_bundle
     from sauronnet.inference.loading import is_bundle, load_predictor
     from sauronnet.inference.predictor import Predictor
     from sauronnet.inference.torch_network import TorchNetwork
-    from sauronnet.networks.unet import build_network, default_widths
-    from sauronnet.plans import Plans
-    from sauronnet.pruning.targets import uniform_widths
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", type=Path, nargs="*", help="model folders (with fold_*) or .sauron bundles")
@@ -67,11 +64,7 @@ def main(argv=None) -> int:
         out = {}
         for workers in (1, args.threads):
             if args.plans is not None:
-                plans = Plans.load(args.plans)
-                cfg = plans.configuration(args.configuration)
-                widths = uniform_widths(default_widths(cfg.network), 1 - model)
-                net = build_network(cfg.network, len(plans.channel_names), plans.num_classes, widths,
-                                    deep_supervision=False, seed=0)
+                plans, net = uniform_plan_network(args.plans, args.configuration, model)
                 out["torch", workers] = Predictor([TorchNetwork(net)], plans, args.configuration, mirror=args.tta,
                                                   workers=workers)
                 continue
