@@ -203,7 +203,11 @@ def runs(args) -> dict[str, Run]:
                                          Model("sauron_minmax_rollback_floor12",
                                                flags=MINMAX_ROLLBACK + ("--width-floor", "0.125")),
                                          Model("scratch_minmax_rollback_floor25_widths", "ScratchTrainer",
-                                               match="sauron_minmax_rollback_floor25")]),
+                                               match="sauron_minmax_rollback_floor25"),
+                                         # the floor + last block recipe's widths from scratch (on the demo set
+                                         # most of its layers end at the floor: is Sauron's path worth anything?)
+                                         Model("scratch_minmax_rollback_floor25_protect_last_block_widths",
+                                               "ScratchTrainer", match="sauron_minmax_rollback_floor25_protect_last_block")]),
         "ablation": Run("3d_fullres", "cpu", [
             Model(UNPRUNED, UNPRUNED),
             Model("sauron_init_raw_maps", flags=("--score-maps", "raw"), **init),
