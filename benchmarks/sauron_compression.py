@@ -29,7 +29,7 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   fine-tuned without pruning for ``--init-epochs`` x ``--init-iters`` (``Trainer --init-from``, non-paper; both
   seeds), and seed 2 with ``--protect-last-block``; and the min-max pairing with the non-paper ``--width-floor
   0.25`` (three seeds; seed 1 also without the floor; seeds 0 and 1 also with ``--protect-last-block``) and
-  ``0.125``, and the 0.25 model's widths trained from scratch;
+  ``0.125``, and the 0.25 model's widths trained from scratch (also the floor + last block model's);
 - ``ablation``: the ``init3d`` run with one choice changed at a time: ``--score-maps raw`` (fix 1 undone) and
   ``minmax`` (the other normalised rule), ``--val-test reference`` (the paper's always-passing test),
   ``--prune-batches 4``, and the non-paper ``--dice-guard 0.05`` and ``--protect-last-block``; the paper's own
