@@ -109,6 +109,32 @@ def uniform_plan_network(plans_path: Path, configuration: str, keep: float):
                                 deep_supervision=False, seed=0)
 
 
+def add_window_timing_args(parser, models_help: str) -> None:
+    """The options of the benchmarks that time the sliding window: models, or ``--plans`` with ``-c`` and ``--keep``
+    (untrained networks, :func:`uniform_plan_network`); images, threads, repeats and cases."""
+    parser.add_argument("models", type=Path, nargs="*", help=models_help)
+    parser.add_argument("--plans", type=Path, help="instead of models: a plans.json whose untrained networks run")
+    parser.add_argument("-c", "--configuration", default="3d_fullres", help="with --plans (default 3d_fullres)")
+    parser.add_argument("--keep", type=float, nargs="+", default=[1.0],
+                        help="with --plans: fractions of the planned widths kept in every layer (default 1)")
+    parser.add_argument("-i", "--images", type=Path, required=True, help="a folder of images (CASE_0000.nii.gz)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", type=int, default=2)
+
+
+def parse_window_timing_args(parser, argv) -> tuple:
+    """(args, the first ``--cases`` images), or the parser's error for models and --plans together or neither, or no
+    images."""
+    args = parser.parse_args(argv)
+    if bool(args.models) == bool(args.plans):
+        parser.error("give either models or --plans (exactly one of the two)")
+    images = sorted(args.images.glob("*_0000.*"))[:args.cases]
+    if not images:
+        parser.error(f"{args.images}: no CASE_0000 images")
+    return args, images
+
+
 def write_rows(path: Path, rows: list[dict]) -> None:
     """Writes a benchmark's result rows as JSON (``make bench`` collects them into benchmarks/results/latest.md).
 

@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from benchmarks.common import preprocessed_image, uniform_plan_network
+    from benchmarks.common import (add_window_timing_args, parse_window_timing_args, preprocessed_image,
+                                   uniform_plan_network)
 
     from sauronnet.inference.predictor import Predictor
     from sauronnet.inference.sliding_window import tiles_per_call
@@ -40,24 +41,10 @@ def main(argv=None) -> int:
     from sauronnet.networks.complexity import measure
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", type=Path, nargs="*", help="model folders (with fold_*)")
-    parser.add_argument("--plans", type=Path, help="instead of models: a plans.json whose untrained networks run")
-    parser.add_argument("-c", "--configuration", default="3d_fullres", help="with --plans (default 3d_fullres)")
-    parser.add_argument("--keep", type=float, nargs="+", default=[1.0],
-                        help="with --plans: fractions of the planned widths kept in every layer (default 1)")
-    parser.add_argument("-i", "--images", type=Path, required=True, help="a folder of images (CASE_0000.nii.gz)")
+    add_window_timing_args(parser, "model folders (with fold_*)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cases", type=int, default=2)
-    args = parser.parse_args(argv)
-    if bool(args.models) == bool(args.plans):
-        parser.error("give either model folders or --plans (exactly one of the two)")
+    args, images = parse_window_timing_args(parser, argv)
     torch.set_num_threads(args.threads)
-
-    images = sorted(args.images.glob("*_0000.*"))[:args.cases]
-    if not images:
-        parser.error(f"{args.images}: no CASE_0000 images")
     print(f"{len(images)} case(s) from {args.images}, {args.threads} threads, fp32, no TTA, median of "
           f"{args.repeats}")
     def predictors_of(model):

@@ -32,30 +32,18 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from benchmarks.common import preprocessed_image, uniform_plan_network
+    from benchmarks.common import (add_window_timing_args, parse_window_timing_args, preprocessed_image,
+                                   uniform_plan_network)
     from sauronnet.deploy.bundle import read_bundle
     from sauronnet.inference.loading import is_bundle, load_predictor
     from sauronnet.inference.predictor import Predictor
     from sauronnet.inference.torch_network import TorchNetwork
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", type=Path, nargs="*", help="model folders (with fold_*) or .sauron bundles")
-    parser.add_argument("--plans", type=Path, help="instead of models: a plans.json whose untrained networks run")
-    parser.add_argument("-c", "--configuration", default="3d_fullres", help="with --plans (default 3d_fullres)")
-    parser.add_argument("--keep", type=float, nargs="+", default=[1.0],
-                        help="with --plans: fractions of the planned widths kept in every layer (default 1)")
-    parser.add_argument("-i", "--images", type=Path, required=True, help="a folder of images (CASE_0000.nii.gz)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cases", type=int, default=2)
+    add_window_timing_args(parser, "model folders (with fold_*) or .sauron bundles")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation on")
-    args = parser.parse_args(argv)
-    if bool(args.models) == bool(args.plans):
-        parser.error("give either models or --plans (exactly one of the two)")
+    args, images = parse_window_timing_args(parser, argv)
     torch.set_num_threads(args.threads)
-    images = sorted(args.images.glob("*_0000.*"))[:args.cases]
-    if not images:
-        parser.error(f"{args.images}: no CASE_0000 images")
     print(f"{len(images)} case(s) from {args.images}, {args.threads} threads, fp32, TTA {'on' if args.tta else 'off'}, "
           f"median of {args.repeats}")
 

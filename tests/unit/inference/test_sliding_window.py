@@ -222,6 +222,6 @@ def test_a_volume_of_few_calls_runs_them_in_the_calling_thread():
     pool = Workers(2)
     for n in (1, 2, 3):
         seen.clear()
-        assert [v for _, v in pool.map(lambda i: seen.append(threading.get_ident()) or i, list(range(n)))] == \
-            list(range(n))
+        values = [v for _, v in pool.map(lambda i: seen.append(threading.get_ident()) or i, list(range(n)))]
+        assert values == list(range(n))
         assert (set(seen) == {threading.get_ident()}) == (n <= 2)
