@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_window_timing_args(parser, "model folders (with fold_*) or .sauron bundles")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation on")
+    parser.add_argument("--tile-batch", type=int, help="tiles per network call (default: the predictor's), e.g. 1 "
+                                                       "to give a small case's tiles to the workers one by one")
     args, images = parse_window_timing_args(parser, argv)
     torch.set_num_threads(args.threads)
     print(f"{len(images)} case(s) from {args.images}, {args.threads} threads, fp32, TTA {'on' if args.tta else 'off'}, "
@@ -66,6 +68,8 @@ def main(argv=None) -> int:
 
     for model in args.models or args.keep:
         predictors = variants(model)
+        for p in predictors.values():
+            p.tile_batch = args.tile_batch or p.tile_batch
         first = next(iter(predictors.values()))
         name = (f"{args.plans} {args.configuration}, untrained, {model:.0%} of the planned widths"
                 if args.plans is not None else str(model))
