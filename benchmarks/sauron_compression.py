@@ -128,7 +128,15 @@ SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--ka
                    # fine-tuning a converged model at a third of nnU-Net's initial learning rate (the start model
                    # ended its poly schedule near 0; 0.01 shakes it out of its minimum before anything is pruned)
                    ("_lr3", ("--lr", "0.003")), ("_lr1", ("--lr", "0.001")),
-                   ("_minmax_rollback_skip_empty_lr3", MINMAX_ROLLBACK + ("--skip-empty-patience", "--lr", "0.003"))]
+                   ("_minmax_rollback_skip_empty_lr3", MINMAX_ROLLBACK + ("--skip-empty-patience", "--lr", "0.003")),
+                   # the 2D recipe (a quarter of each layer's width kept, the head's input block whole) on the
+                   # fastest climb: do the full-resolution layers that the rewinds froze whole prune safely?
+                   ("_minmax_rollback_skip_empty_floor25_protect_last_block",
+                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--width-floor", "0.25", "--protect-last-block")),
+                   # distillation from the start model (non-paper): does the pruned network recover faster when
+                   # it is pulled towards what the trained model predicted, not only towards the labels?
+                   ("_distill", ("--distill", "1")),
+                   ("_minmax_rollback_skip_empty_distill", MINMAX_ROLLBACK + ("--skip-empty-patience", "--distill", "1"))]
 
 
 def floor_block(seeds: list) -> list[Model]:

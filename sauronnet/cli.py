@@ -261,6 +261,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                              "sauron_import_nnunet (its fold FOLD, or its only fold; or a checkpoint file): with the "
                              "Sauron trainer this fine-tunes and prunes it. The dataset must be preprocessed with "
                              "that model's plans: sauron_plan_and_preprocess -d TASK --plans MODEL_DIR")
+    parser.add_argument("--distill", type=float, metavar="W",
+                        help="non-paper, with --init-from: add W x KL(start model || network) of the class "
+                             "probabilities to the loss, so that the network, while it is fine-tuned or pruned, "
+                             "keeps predicting what the trained model predicted (costs one forward pass of the start "
+                             "model per step; default: off; README: 'Two ways to a small model')")
     parser.add_argument("--lr", type=float, help="initial learning rate (default 0.01, nnU-Net's)")
     sauron = parser.add_argument_group("Sauron pruning (SauronTrainer only; defaults are the paper's)")
     sauron.add_argument("--lambda", dest="lam", type=float, help="weight of the clustering term (0.5)")
@@ -362,6 +367,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
     if args.lr is not None and args.lr <= 0:
         parser.error("--lr must be positive")
+    if args.distill is not None and args.distill < 0:
+        parser.error("--distill must be 0 or more")
+    if args.distill and not args.init_from:
+        parser.error("--distill keeps the network close to the trained model it starts from: give it with "
+                     "--init-from MODEL_DIR")
     paths = paths_from_env()
     flags = {k: getattr(args, k) for k in ("lam", "tau0", "tau_max", "kappa", "rho", "mu", "prune_batches",
                                            "score_maps", "val_test", "stop_after", "dice_guard",
@@ -402,7 +412,8 @@ def _train_in_world(args: argparse.Namespace, paths: Paths, flags: dict, cls, wo
         setup = build_trainer(paths, args.task, args.fold, args.trainer, args.preset, args.configuration,
                               dict(flags, epochs=args.epochs, iterations_per_epoch=args.iters,
                                    val_iterations=args.val_iters, seed=args.seed, num_workers=args.workers,
-                                   initial_lr=args.lr, precision=args.precision, augmentation=args.augmentation),
+                                   initial_lr=args.lr, precision=args.precision, augmentation=args.augmentation,
+                                   distill=args.distill),
                               args.init_from, run_device, world)
         trainer, name, preset, init = setup.trainer, setup.dataset, setup.preset, setup.init_from
     except (FileNotFoundError, ValueError) as e:

@@ -62,6 +62,23 @@ def downsample_target(target: torch.Tensor, shape: Sequence[int]) -> torch.Tenso
     return F.interpolate(target.float(), size=tuple(shape), mode="nearest-exact")
 
 
+def distillation_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
+                      weights: np.ndarray) -> torch.Tensor:
+    """KL(teacher ‖ student) of the softmax over classes, averaged over samples and voxels, summed over the
+    deep-supervision outputs with ``weights`` (outputs of weight 0 are skipped).
+
+    ``student``, ``teacher``: logits ``(B, K, *S)`` per output, highest resolution first; the teacher's carry no
+    gradient. 0 when the student's probabilities equal the teacher's.
+    """
+    total = student[0].new_zeros(())
+    for w, s, t in zip(weights, student, teacher):
+        if w > 0:
+            log_t = F.log_softmax(t.detach().float(), 1)
+            kl = (log_t.exp() * (log_t - F.log_softmax(s.float(), 1))).sum(1)
+            total = total + float(w) * kl.mean()
+    return total
+
+
 class _ZeroGradient(torch.autograd.Function):
     """0 in the forward (the input's values are never read, NaN or not) and a zero gradient in the backward: an
     output with loss weight 0 stays in the graph, so every parameter receives a gradient in every step and

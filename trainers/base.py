@@ -49,7 +49,7 @@ from sauronnet.inference.postprocessing import POSTPROCESSING_FILE, decide_postp
 from sauronnet.inference.predictor import Predictor, finish_case
 from sauronnet.inference.torch_network import TorchNetwork
 from sauronnet.io import read_seg, write_seg
-from sauronnet.losses import DeepSupervisionLoss
+from sauronnet.losses import DeepSupervisionLoss, distillation_loss
 from sauronnet.networks.unet import UNet, build_network, default_widths
 from sauronnet.paths import Paths
 from sauronnet.plans import Plans
@@ -92,6 +92,10 @@ class TrainerConfig:
     precision: str = "auto"
     #: nnU-Net's data augmentation (False: patches are only cropped, at the network's patch size)
     augmentation: bool = True
+    #: non-paper, with ``--init-from``: weight of a distillation term, KL(start model ‖ network) of the class
+    #: probabilities over the deep-supervision outputs, so that a network fine-tuned or pruned from a trained model
+    #: stays close to what that model predicts (0: off)
+    distill: float = 0.0
 
 
 def poly_lr(epoch: int, epochs: int, initial_lr: float, exponent: float = 0.9) -> float:
@@ -176,6 +180,8 @@ class Trainer:
         self.dtype = torch.float64 if self.precision == "fp64" else torch.float32
         self.memory_format = memory_format(self.device, self.precision, self.cfg.network.dim)
         self.network = self._place(self.build_network())
+        #: the start model (``--init-from``) that ``config.distill`` keeps the network close to; None: no such term
+        self.teacher: UNet | None = None
         self.loss = self.build_loss()
         self.optimizer = self.configure_optimizers()
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
@@ -278,7 +284,14 @@ class Trainer:
         data = torch.from_numpy(batch["data"]).to(self.device, non_blocking=True)
         target = torch.from_numpy(batch["seg"]).to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.compute_loss(self._forward(data, self.training_model()), target)
+        outputs = self._forward(data, self.training_model())
+        loss = self.compute_loss(outputs, target)
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_outputs = self._forward(data, self.teacher)
+            # a mean over this rank's samples: weighted by its share of the global batch, as the cross-entropy
+            loss = loss + self.config.distill * self.world.share * distillation_loss(outputs, teacher_outputs,
+                                                                                       self.loss.weights)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -430,6 +443,15 @@ class Trainer:
             ValueError: if that model's network or preprocessing differs from this trainer's plans (its weights
                 would see differently prepared data); the message lists the differing entries.
         """
+        ckpt = self._start_checkpoint(path)
+        self.network = self._place(self.build_network(ckpt["widths"]))
+        self.network.load_state_dict(ckpt["state_dict"])
+        self.optimizer = self.configure_optimizers()
+        logger.info("initialised from %s (%s, %d of %d channels)", path, ckpt["trainer"],
+                    sum(ckpt["widths"].values()), sum(default_widths(self.cfg.network).values()))
+
+    def _start_checkpoint(self, path: Path) -> dict:
+        """The checkpoint at ``path``, checked to be planned like this trainer's data (see :meth:`initialize_from`)."""
         ckpt = self.read_checkpoint(path)
         source = from_jsonable(Plans, ckpt["plans"], where=f"{path} plans")
         differ = [f"configuration {f.name}" for f in fields(self.cfg) if f.name not in _TRAINING_ONLY_FIELDS
@@ -440,11 +462,24 @@ class Trainer:
             raise ValueError(f"{path} was planned differently from {self.plans.dataset_name}'s {self.plans.preset} "
                              f"plans ({', '.join(differ)}); preprocess the dataset with that model's plans: "
                              f"sauron_plan_and_preprocess -d {self.plans.dataset_name} --plans {path.parent}")
-        self.network = self._place(self.build_network(ckpt["widths"]))
-        self.network.load_state_dict(ckpt["state_dict"])
-        self.optimizer = self.configure_optimizers()
-        logger.info("initialised from %s (%s, %d of %d channels)", path, ckpt["trainer"],
-                    sum(ckpt["widths"].values()), sum(default_widths(self.cfg.network).values()))
+        return ckpt
+
+    def load_teacher(self, path: Path | None) -> None:
+        """The frozen start model of ``config.distill`` (also when resuming: checkpoints do not store it).
+
+        Raises:
+            ValueError: without ``path``.
+        """
+        if path is None:
+            raise ValueError(f"--distill {self.config.distill} keeps the network close to the model it started from: "
+                             "give that model with --init-from MODEL_DIR (with --continue too: the same one)")
+        ckpt = self._start_checkpoint(Path(path))
+        # the module-level builder: a trainer's build_network may hook the network it builds (Sauron's maps)
+        teacher = build_network(self.cfg.network, len(self.plans.channel_names), self.plans.num_classes,
+                                ckpt["widths"], deep_supervision=True)
+        teacher.load_state_dict(ckpt["state_dict"])
+        self.teacher = self._place(teacher).eval().requires_grad_(False)
+        logger.info("distillation from %s, weight %g (non-paper)", path, self.config.distill)
 
     # ---- the loop --------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, progress: bool = True, init_from: Path | None = None) -> dict:
@@ -468,6 +503,8 @@ class Trainer:
                 logger.warning("--continue: no checkpoint_latest.pth in %s, starting from scratch", self.output_dir)
             if init_from is not None:
                 self.initialize_from(Path(init_from))
+        if self.config.distill:
+            self.load_teacher(init_from)
         if main:
             self._write_run_files()
         train_stream, val_stream = self.make_streams()

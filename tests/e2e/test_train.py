@@ -112,3 +112,25 @@ def test_hold_until_learned_from_the_command_line_reports_a_run_it_kept_from_pru
     assert summary["hold_released_at"] is None and summary["flops_removed_fraction"] == 0
     assert any("Sauron never pruned: --hold-until-learned 0.99" in w for w in summary["warnings"])
     assert all(h["sauron_waits_for"] for h in load_checkpoint(fold / "checkpoint_final.pth")["history"])
+
+
+def test_distill_from_the_start_model_and_continue(results_paths, monkeypatch, capsys):
+    import pytest
+    point_env(results_paths, monkeypatch)
+    argv = ["1", "0", "--iters", "2", "--val-iters", "1", "--workers", "0", "--no-progress", "--threads", "1"]
+    with pytest.raises(SystemExit) as e:
+        cli.train_main(argv + ["--epochs", "1", "--distill", "1"])
+    assert e.value.code == 2 and "--init-from" in capsys.readouterr().err
+    assert cli.train_main(argv + ["--epochs", "1", "-tr", "Trainer"]) == 0
+    start = results_paths.results / "Dataset001_Demo" / "Trainer__cpu__3d_fullres"
+    assert cli.train_main(argv + ["--epochs", "1", "--init-from", str(start), "--distill", "1"]) == 0
+    fold = results_paths.results / "Dataset001_Demo" / "SauronTrainer__cpu__3d_fullres" / "fold_0"
+    assert "distillation from" in (fold / "training.log").read_text()
+    # checkpoints do not hold the start model: --continue needs it again, and says so
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.train_main(argv + ["--epochs", "2", "--continue", "--distill", "1"])
+    assert "--init-from" in capsys.readouterr().err
+    assert cli.train_main(argv + ["--epochs", "2", "--continue", "--init-from", str(start), "--distill", "1"]) == 0
+    assert load_checkpoint(fold / "checkpoint_final.pth")["epoch"] == 2
+    assert (fold / "training.log").read_text().count("distillation from") == 2

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sauronnet.losses import DeepSupervisionLoss, deep_supervision_weights, dice_ce_loss, soft_dice_loss
+from sauronnet.losses import (DeepSupervisionLoss, deep_supervision_weights, dice_ce_loss, distillation_loss,
+                              soft_dice_loss)
 
 
 def test_deep_supervision_weights():
@@ -50,3 +51,27 @@ def test_deep_supervision_loss_downsamples_targets_and_skips_lowest():
     assert float(loss.detach()) == pytest.approx(float(expected))
     loss.backward()  # ... but stays in the graph with a zero gradient (DDP then sees no unused parameter)
     assert low.grad is not None and not low.grad.any()
+
+
+def test_distillation_loss_by_hand():
+    # one voxel, two classes: teacher p = (0.8, 0.2), student p = (0.5, 0.5)
+    teacher = [torch.log(torch.tensor([0.8, 0.2])).reshape(1, 2, 1, 1)]
+    student = [torch.zeros(1, 2, 1, 1)]
+    expected = 0.8 * np.log(0.8 / 0.5) + 0.2 * np.log(0.2 / 0.5)
+    assert float(distillation_loss(student, teacher, np.array([1.0]))) == pytest.approx(expected, rel=1e-6)
+    # the student's own logits: nothing to learn; an output of weight 0 is not read (NaN there changes nothing)
+    same = [torch.randn(2, 3, 4, 4), torch.full((2, 3, 2, 2), float("nan"))]
+    assert float(distillation_loss(same, [s.clone() for s in same], np.array([1.0, 0.0]))) == pytest.approx(0, abs=1e-6)
+
+
+def test_distillation_loss_pulls_the_student_towards_the_teacher():
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4)]
+    student = [torch.randn(2, 3, 8, 8, requires_grad=True), torch.randn(2, 3, 4, 4, requires_grad=True)]
+    weights = np.array([2 / 3, 1 / 3])
+    before = distillation_loss(student, teacher, weights)
+    before.backward()
+    assert all(t.grad is None for t in teacher)
+    with torch.no_grad():
+        stepped = [s - 1.0 * s.grad for s in student]
+    assert float(distillation_loss(stepped, teacher, weights)) < float(before)

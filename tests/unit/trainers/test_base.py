@@ -161,3 +161,39 @@ def test_a_lost_peer_stops_a_distributed_run_with_a_resume_hint(results_paths, m
     with pytest.raises(RuntimeError, match="bias type") as info:
         t.fit(progress=False)
     assert not isinstance(info.value, DistributedRunError)
+
+
+def _trained_start_model(paths) -> "Path":
+    start = make_trainer(paths, with_overrides(TINY, epochs=1))
+    start.fit(progress=False)
+    return start.output_dir / "checkpoint_final.pth"
+
+
+def test_distillation_keeps_the_start_model_frozen_and_adds_its_kl(results_paths, tmp_path):
+    from sauronnet.paths import Paths
+    start = _trained_start_model(results_paths)
+    other = Paths(results_paths.raw, results_paths.preprocessed, tmp_path / "other")
+    plain, distilled = make_trainer(other), make_trainer(other, with_overrides(TINY, distill=2.0))
+    for t in (plain, distilled):
+        t.initialize_from(start)
+    distilled.load_teacher(start)
+    assert plain.teacher is None and not distilled.teacher.training
+    teacher_before = _weights(distilled.teacher)
+    assert torch.equal(teacher_before, _weights(distilled.network))
+    train_stream, _ = plain.make_streams()
+    with train_stream:
+        batch = next(iter(train_stream.batches(0, 1)))
+    # the network starts as the start model: nothing to distil, the same loss and the same step
+    assert distilled.train_step(batch)["loss"] == pytest.approx(plain.train_step(batch)["loss"], abs=1e-6)
+    assert torch.allclose(_weights(distilled.network), _weights(plain.network), atol=1e-6)
+    # once it has moved, the term is 2 x KL(start model || network) > 0, and the start model never moves
+    kl = distilled.train_step(batch)["loss"] - plain.train_step(batch)["loss"]
+    assert kl > 1e-6
+    assert torch.equal(_weights(distilled.teacher), teacher_before)
+    assert not any(p.requires_grad for p in distilled.teacher.parameters())
+
+
+def test_distillation_needs_the_start_model(results_paths):
+    t = make_trainer(results_paths, with_overrides(TINY, distill=1.0))
+    with pytest.raises(ValueError, match="--init-from"):
+        t.fit(progress=False)

@@ -436,3 +436,14 @@ def test_rollback_isolate_needs_the_rollback():
     import pytest
     with pytest.raises(ValueError, match="rollback_isolate"):
         with_overrides(FAST, rollback_isolate=True)
+
+
+def test_distillation_leaves_the_feature_map_hooks_on_the_pruned_network(results_paths, tmp_path):
+    start = make(Paths(results_paths.raw, results_paths.preprocessed, tmp_path / "start"),
+                 with_overrides(FAST, epochs=1))
+    start.fit(progress=False)
+    t = make(results_paths, with_overrides(FAST, distill=1.0))
+    t.initialize_from(start.output_dir / "checkpoint_final.pth")
+    t.load_teacher(start.output_dir / "checkpoint_final.pth")
+    assert not any(m._forward_hooks for m in t.teacher.modules())
+    assert all(t.network.layer(name)._forward_hooks for name in t.network.widths())
