@@ -136,7 +136,11 @@ SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--ka
                    # distillation from the start model (non-paper): does the pruned network recover faster when
                    # it is pulled towards what the trained model predicted, not only towards the labels?
                    ("_distill", ("--distill", "1")),
-                   ("_minmax_rollback_skip_empty_distill", MINMAX_ROLLBACK + ("--skip-empty-patience", "--distill", "1"))]
+                   ("_minmax_rollback_skip_empty_distill", MINMAX_ROLLBACK + ("--skip-empty-patience", "--distill", "1")),
+                   # the clustering term alone for the first 25 epochs (non-paper): a trained model's maps are not
+                   # clustered yet when the thresholds start; are clustered maps removed with less damage?
+                   ("_minmax_rollback_skip_empty_cluster25",
+                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--cluster-epochs", "25"))]
 
 
 def floor_block(seeds: list) -> list[Model]:

@@ -318,6 +318,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                              "of the FLOPs were gone, and lost 0.12 Dice; README: 'Two ways to a small model'). 0.5 suits "
                              "classes the unpruned model segments well; never use more than a class can reach "
                              "(default: off, as the paper)")
+    sauron.add_argument("--cluster-epochs", type=int, metavar="N",
+                        help="non-paper: for the first N epochs the clustering term acts alone (no threshold step, "
+                             "no removal), so that a trained model's feature maps (--init-from) cluster before any is "
+                             "removed (default 0: prune from the first epoch end, as the paper)")
     sauron.add_argument("--rollback-drop", type=float, metavar="D",
                         help="non-paper: undo an epoch end's removals when a class's validation pseudo-Dice then "
                              "falls more than D below its level before them (a class the removals destroyed), and "
@@ -375,7 +379,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     paths = paths_from_env()
     flags = {k: getattr(args, k) for k in ("lam", "tau0", "tau_max", "kappa", "rho", "mu", "prune_batches",
                                            "score_maps", "val_test", "stop_after", "dice_guard",
-                                           "hold_until_learned", "rollback_drop", "rollback_isolate",
+                                           "hold_until_learned", "cluster_epochs", "rollback_drop", "rollback_isolate",
                                            "protect_last_block", "width_floor",
                                            "skip_empty_patience",
                                            "plateau_iterations", "match", "keep_flops", "prune_epoch", "centripetal")}

@@ -58,6 +58,10 @@ class SauronConfig(TrainerConfig):
     #: non-paper: no threshold step and no removal until every foreground class's validation pseudo-Dice EMA has
     #: reached this once, so that no class is learned by an already-pruned network (None: never hold, as the paper)
     hold_until_learned: float | None = None
+    #: non-paper: for this many first epochs the clustering term acts alone (no threshold step, no removal), so
+    #: that a trained model's feature maps (``--init-from``) have clustered before thresholds remove any (0: prune
+    #: from the first epoch end, as the paper)
+    cluster_epochs: int = 0
     #: non-paper: never prune the block that feeds the final segmentation head (False: prune it, as the paper)
     protect_last_block: bool = False
     #: non-paper: no layer is pruned below this fraction of its planned width (rounded up; the reference channel
@@ -104,6 +108,8 @@ class SauronConfig(TrainerConfig):
                              f"{self.tau_max}")
         if self.plateau_iterations is not None and self.plateau_iterations < 1:
             raise ValueError(f"plateau_iterations must be at least 1, got {self.plateau_iterations}")
+        if self.cluster_epochs < 0:
+            raise ValueError(f"cluster_epochs must be 0 or more, got {self.cluster_epochs}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be at least 1 epoch, got {self.stop_after}")
 
@@ -291,9 +297,13 @@ class SauronTrainer(PruningTrainer):
         window = plateau_window(self.config.plateau_iterations, self.config.iterations_per_epoch)
         losses_ok = losses_converged(train, val, s.rho, self.config.val_test, window)
         waiting = self.advance_hold(epoch)
-        paused = bool(waiting) or self.guard_pauses(metrics)
+        clustering = epoch < self.config.cluster_epochs
+        paused = bool(waiting) or clustering or self.guard_pauses(metrics)
         metrics["sauron_paused"] = paused
-        if waiting:
+        if clustering:
+            logger.info("epoch %d: the clustering term acts alone until epoch %d (--cluster-epochs)", epoch,
+                        self.config.cluster_epochs)
+        elif waiting:
             metrics["sauron_waits_for"] = waiting
             logger.info("epoch %d: Sauron holds until every class is learned: pseudo-Dice (EMA) of class %s below "
                         "%.2f", epoch, ", ".join(f"{self.class_label(c)}: {v:.3f}" for c, v in waiting.items()),

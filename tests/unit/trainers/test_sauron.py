@@ -447,3 +447,17 @@ def test_distillation_leaves_the_feature_map_hooks_on_the_pruned_network(results
     t.load_teacher(start.output_dir / "checkpoint_final.pth")
     assert not any(m._forward_hooks for m in t.teacher.modules())
     assert all(t.network.layer(name)._forward_hooks for name in t.network.widths())
+
+
+def test_cluster_epochs_hold_the_schedule_for_the_first_epochs_only(results_paths):
+    import pytest
+    t = make(results_paths, with_overrides(FAST, cluster_epochs=2))
+    planned, states = dict(t.network.widths()), dict(t.layer_states)
+    for epoch in (0, 1):  # every channel would go: the clustering term acts alone, no step and no removal
+        metrics = _epoch(t, {"1": 0.9})
+        assert metrics["sauron_paused"] and t.network.widths() == planned and t.layer_states == states
+    assert not _epoch(t, {"1": 0.9})["sauron_paused"]
+    assert all(w == 1 for w in t.network.widths().values())
+    assert not _epoch(make(results_paths), {"1": 0.9})["sauron_paused"]  # off by default, as the paper
+    with pytest.raises(ValueError, match="cluster_epochs"):
+        with_overrides(FAST, cluster_epochs=-1)
