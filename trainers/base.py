@@ -97,6 +97,10 @@ class TrainerConfig:
     #: stays close to what that model predicts (0: off)
     distill: float = 0.0
 
+    def __post_init__(self):
+        if self.distill < 0:
+            raise ValueError(f"distill must be 0 or more, got {self.distill}")
+
 
 def poly_lr(epoch: int, epochs: int, initial_lr: float, exponent: float = 0.9) -> float:
     """nnU-Net's polynomial decay, set at the start of each epoch."""

@@ -65,6 +65,7 @@ class MatchConfig(TrainerConfig):
     keep_flops: float | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         if self.match is not None and self.keep_flops is not None:
             raise ValueError("give either match (a pruned model to match) or keep_flops, not both")
         if self.keep_flops is not None and not 0 < self.keep_flops <= 1:

@@ -87,6 +87,7 @@ class SauronConfig(TrainerConfig):
     dice_drop_warning: float = 0.05
 
     def __post_init__(self):
+        super().__post_init__()
         if self.score_maps not in SCORE_MAPS:
             raise ValueError(f"score_maps {self.score_maps!r}: choose one of {', '.join(SCORE_MAPS)}")
         if self.val_test not in VAL_TESTS:

@@ -197,3 +197,5 @@ def test_distillation_needs_the_start_model(results_paths):
     t = make_trainer(results_paths, with_overrides(TINY, distill=1.0))
     with pytest.raises(ValueError, match="--init-from"):
         t.fit(progress=False)
+    with pytest.raises(ValueError, match="distill must be 0 or more"):
+        with_overrides(TINY, distill=-1.0)
