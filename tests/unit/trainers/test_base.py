@@ -163,15 +163,11 @@ def test_a_lost_peer_stops_a_distributed_run_with_a_resume_hint(results_paths, m
     assert not isinstance(info.value, DistributedRunError)
 
 
-def _trained_start_model(paths) -> "Path":
-    start = make_trainer(paths, with_overrides(TINY, epochs=1))
-    start.fit(progress=False)
-    return start.output_dir / "checkpoint_final.pth"
-
-
 def test_distillation_keeps_the_start_model_frozen_and_adds_its_kl(results_paths, tmp_path):
     from sauronnet.paths import Paths
-    start = _trained_start_model(results_paths)
+    trained = make_trainer(results_paths, with_overrides(TINY, epochs=1))
+    trained.fit(progress=False)
+    start = trained.output_dir / "checkpoint_final.pth"
     other = Paths(results_paths.raw, results_paths.preprocessed, tmp_path / "other")
     plain, distilled = make_trainer(other), make_trainer(other, with_overrides(TINY, distill=2.0))
     for t in (plain, distilled):
