@@ -439,7 +439,7 @@ class Trainer:
         self.network.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
 
-    def initialize_from(self, path: Path) -> None:
+    def initialize_from(self, path: Path) -> dict:
         """Starts from the weights of another model's checkpoint (an imported nnU-Net model, or any SauronNet
         one, pruned or not): the network takes its widths and weights; optimizer, epoch and schedules start fresh.
 
@@ -453,6 +453,7 @@ class Trainer:
         self.optimizer = self.configure_optimizers()
         logger.info("initialised from %s (%s, %d of %d channels)", path, ckpt["trainer"],
                     sum(ckpt["widths"].values()), sum(default_widths(self.cfg.network).values()))
+        return ckpt
 
     def _start_checkpoint(self, path: Path) -> dict:
         """The checkpoint at ``path``, checked to be planned like this trainer's data (see :meth:`initialize_from`)."""
@@ -468,8 +469,9 @@ class Trainer:
                              f"sauron_plan_and_preprocess -d {self.plans.dataset_name} --plans {path.parent}")
         return ckpt
 
-    def load_teacher(self, path: Path | None) -> None:
-        """The frozen start model of ``config.distill`` (also when resuming: checkpoints do not store it).
+    def load_teacher(self, path: Path | None, ckpt: dict | None = None) -> None:
+        """The frozen start model of ``config.distill`` (also when resuming: checkpoints do not store it); ``ckpt``:
+        that model's checkpoint when :meth:`initialize_from` has just read it.
 
         Raises:
             ValueError: without ``path``.
@@ -477,7 +479,7 @@ class Trainer:
         if path is None:
             raise ValueError(f"--distill {self.config.distill} keeps the network close to the model it started from: "
                              "give that model with --init-from MODEL_DIR (with --continue too: the same one)")
-        ckpt = self._start_checkpoint(Path(path))
+        ckpt = ckpt if ckpt is not None else self._start_checkpoint(Path(path))
         # the module-level builder: a trainer's build_network may hook the network it builds (Sauron's maps)
         teacher = build_network(self.cfg.network, len(self.plans.channel_names), self.plans.num_classes,
                                 ckpt["widths"], deep_supervision=True)
@@ -500,15 +502,16 @@ class Trainer:
             for stale in self.output_dir.glob(".checkpoint_*"):
                 stale.unlink()  # a write that a kill interrupted
         latest = self.output_dir / "checkpoint_latest.pth"
+        start = None  # the start model's checkpoint, read once for the weights and the distillation
         if resume and self.world.broadcast(latest.is_file()):
             self.restore(latest)
         else:
             if resume:
                 logger.warning("--continue: no checkpoint_latest.pth in %s, starting from scratch", self.output_dir)
             if init_from is not None:
-                self.initialize_from(Path(init_from))
+                start = self.initialize_from(Path(init_from))
         if self.config.distill:
-            self.load_teacher(init_from)
+            self.load_teacher(init_from, start)
         if main:
             self._write_run_files()
         train_stream, val_stream = self.make_streams()
