@@ -83,6 +83,13 @@ class Model:
     init_from: str | None = None
     #: a SauronTrainer model of the run whose final widths this one takes (``--match``, for ``ScratchTrainer``)
     match: str | None = None
+    #: trained for the run's ``init_epochs`` x ``init_iters`` even without ``init_from`` (a from-scratch model given
+    #: the budget of the --init-from models)
+    short: bool = False
+
+    @property
+    def init_budget(self) -> bool:
+        return bool(self.init_from) or self.short
 
 
 @dataclass
@@ -144,7 +151,11 @@ SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--ka
                    # the fastest climb paced by the Dice guard: in the 92.9 % run the lesion slid from 0.99 to
                    # 0.93 over ten epoch ends of removals that the rewind (built for collapses) does not see
                    ("_minmax_rollback_skip_empty_guard2",
-                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--dice-guard", "0.02"))]
+                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--dice-guard", "0.02")),
+                   # ten times the clustering term's weight: 100 epochs of the paper's pull made no more
+                   # near-duplicates in the trained model (benchmarks/score_rules.py); does a stronger pull?
+                   ("_minmax_rollback_skip_empty_lambda5",
+                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--lambda", "5"))]
 
 
 def floor_block(seeds: list) -> list[Model]:
@@ -239,6 +250,12 @@ def runs(args) -> dict[str, Run]:
             Model("sauron_init_prune_batches_4", flags=("--prune-batches", "4"), **init),
             Model("sauron_init_dice_guard", flags=("--dice-guard", "0.05"), **init),
             Model("sauron_init_protect_last_block", flags=("--protect-last-block",), **init),
+            # the widths of the 92.9 % run (seed 2 of min-max + rewind + skip-empty) trained from scratch, for the
+            # --init-from budget and for the start model's: can a network this small learn the task in a third of
+            # the epochs at all, and in all of them (capacity)?
+            *[Model(f"scratch_init_minmax_rollback_skip_empty_seed2_widths{suffix}", "ScratchTrainer",
+                    match="sauron_init_minmax_rollback_skip_empty_seed2", short=short)
+              for suffix, short in (("_short", True), ("", False))],
             *[Model(f"sauron_init{name}{suffix}", flags=flags + seed, **init)
               for name, flags in SEEDED_VARIANTS for suffix, seed in (("", ()), ("_seed2", ("--seed", "2")))]]),
     }
@@ -259,7 +276,7 @@ class Bench:
         """Results folder of a model: its name, configuration and budget (so runs never mix)."""
         r = self.run
         budget = f"{r.epochs}x{r.iters}v{r.val_iters}" + (f"b{r.batch_size}" if r.batch_size else "")
-        if model.init_from:
+        if model.init_budget:
             budget += f"_init{r.init_epochs}x{r.init_iters}"
         return f"{r.configuration}_{r.preset}_{budget}_{model.name}"
 
@@ -305,7 +322,7 @@ class Bench:
             print(f"reusing {final}", flush=True)
             return
         r = self.run
-        epochs, iters = (r.init_epochs, r.init_iters) if model.init_from else (r.epochs, r.iters)
+        epochs, iters = (r.init_epochs, r.init_iters) if model.init_budget else (r.epochs, r.iters)
         cmd = [OUR_BIN / "sauron_train", self.name[7:10], "all", "-tr", model.trainer, "-p", r.preset,
                "-c", r.configuration, "--epochs", epochs, "--iters", iters, "--val-iters", r.val_iters, "--threads", self.threads,
                "--no-progress", "--overwrite", *model.flags]
@@ -529,7 +546,7 @@ def main(argv=None) -> int:
     lines = [f"Sauron compression, run {args.run}: {bench.name}, {run.preset} preset, {run.configuration}, fold all; "
              f"from scratch {run.epochs} epochs x {run.iters} iterations"
              + (f"; --init-from at most {run.init_epochs} x {run.init_iters}"
-                if any(m.init_from for m in run.models) else "")
+                if any(m.init_budget for m in run.models) else "")
              + (f"; batch size {run.batch_size} instead of the planned one" if run.batch_size else "")
              + f"; {len(list((bench.root / 'raw' / bench.name / 'imagesTs').iterdir()))} held-out test cases, "
              f"no TTA; {args.threads} threads; CPU: {cpu_model()}",

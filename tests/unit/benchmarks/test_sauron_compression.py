@@ -52,8 +52,10 @@ def test_a_model_starts_from_or_matches_another_model_of_the_run_even_when_model
     monkeypatch.setattr(sauron_compression, "CACHE", tmp_path)
     run = Run("2d", "nnunet", [Model("Trainer", "Trainer"), Model("pruned"),
                                Model("tuned", "Trainer", init_from="pruned"),
-                               Model("scratch", "ScratchTrainer", match="pruned")], epochs=40, iters=5)
-    run.models = [m for m in run.models if m.name in ("Trainer", "tuned", "scratch")]  # the source narrowed away
+                               Model("scratch", "ScratchTrainer", match="pruned"),
+                               Model("short", "ScratchTrainer", match="pruned", short=True)], epochs=40, iters=5)
+    # the source narrowed away
+    run.models = [m for m in run.models if m.name in ("Trainer", "tuned", "scratch", "short")]
     bench = Bench("toy64", run, threads=1)
     calls = []
     monkeypatch.setattr(bench, "sh", lambda cmd, model=None: calls.append((list(map(str, cmd)), model.name)))
@@ -61,12 +63,16 @@ def test_a_model_starts_from_or_matches_another_model_of_the_run_even_when_model
         bench.train(m, reuse=False)
     pruned = str(bench.model_dir(run.catalogue["pruned"]))
     assert pruned.endswith("2d_nnunet_40x5v10_pruned/Dataset002_Toy64/SauronTrainer__nnunet__2d")
-    (tuned, _), (scratch, _) = calls
+    (tuned, _), (scratch, _), (short, _) = calls
     assert tuned[tuned.index("--init-from") + 1] == pruned and "--match" not in tuned
     assert tuned[tuned.index("--epochs") + 1] == str(run.init_epochs)  # the --init-from budget
     assert "_init150x5_tuned" in str(bench.model_dir(run.catalogue["tuned"]))
     assert scratch[scratch.index("--match") + 1] == pruned and "--init-from" not in scratch
     assert scratch[scratch.index("--epochs") + 1] == "40"
+    # a from-scratch model given the --init-from budget: its epochs and iterations, and a folder of its own
+    assert short[short.index("--epochs") + 1] == str(run.init_epochs) and "--init-from" not in short
+    assert short[short.index("--iters") + 1] == str(run.init_iters)
+    assert "_init150x5_short" in str(bench.model_dir(run.catalogue["short"]))
 
 
 def test_narrowing_a_run_keeps_the_unpruned_model_and_the_models_the_chosen_ones_start_from_or_match():
