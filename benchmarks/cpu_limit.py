@@ -12,7 +12,11 @@ Measured in one run, same threads, medians of ``--repeats`` timed calls after on
 - narrow convolutions, as pruning leaves them: a Conv3d c→c, 3³ on 48×96×112 for c = 4, 8, 16, 32, its time and
   rate, forward (inference) and forward + backward (training, weights and inputs) in the default layout and in
   channels-last. A pruned network's time falls with its width, its FLOPs with the square of it: the rate shows
-  how much of the FLOP reduction a pruned layer turns into speed;
+  how much of the FLOP reduction a pruned layer turns into speed; for the default-layout forward also oneDNN's own
+  timing of the call (``ONEDNN_VERBOSE``, in a subprocess): the convolution against the reorders that convert the
+  plain NCDHW tensors to its blocked layout and back at every call, and the instance norm after it (the conv blocks'
+  group norm in the default layout, ``nn.InstanceNorm3d`` in channels-last, where the group-norm kernel is inexact):
+  what channels-last saves in the convolution and what it costs in the norm;
 - the networks: one inference forward (batch 1, deep supervision off, as each sliding-window tile) of the toy64
   ``nnunet`` 3D plan (patch 64×80×64, widths 32…320) and of its ``cpu`` plan, unpruned and Sauron-pruned (the widths
   of ``--pruned CKPT``, default: the newest pruned cpu-plan checkpoint of ``benchmarks/sauron_compression.py``),
@@ -24,7 +28,9 @@ Measured in one run, same threads, medians of ``--repeats`` timed calls after on
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import CACHE, cpu_model, toy64_spec, write_rows  # noqa: E402
+from benchmarks.common import CACHE, ROOT, cpu_model, toy64_spec, write_rows  # noqa: E402
 
 WORK = CACHE / "cpu_limit"
 
@@ -84,6 +90,38 @@ def narrow_conv_seconds(channels: int, shape: tuple[int, int, int], backward: bo
             return timed(forward, repeats)
     grad = torch.randn_like(forward())
     return timed(lambda: torch.autograd.grad(forward(), (x, w, b), grad), repeats)
+
+
+def onednn_split(channels: int, shape: tuple[int, int, int], threads: int, repeats: int) -> dict[str, float]:
+    """oneDNN's own milliseconds per default-layout narrow conv forward (:func:`narrow_conv_seconds`), by primitive:
+    ``convolution`` and ``reorder`` (layout conversions of input, output and weights), from ``ONEDNN_VERBOSE`` in a
+    subprocess (the variable is read when oneDNN starts)."""
+    code = (f"import sys, torch; sys.path.insert(0, {str(ROOT)!r}); torch.set_num_threads({threads}); "
+            f"from benchmarks.cpu_limit import narrow_conv_seconds; "
+            f"narrow_conv_seconds({channels}, {tuple(shape)}, False, False, {repeats})")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ONEDNN_VERBOSE": "1"},
+                         capture_output=True, text=True, check=True).stdout
+    totals: dict[str, float] = {}
+    for line in out.splitlines():
+        fields = line.split(",")
+        if line.startswith("onednn_verbose") and len(fields) > 6 and fields[3] == "exec":
+            totals[fields[5]] = totals.get(fields[5], 0.0) + float(fields[-1])
+    calls = repeats + 1  # the warm-up call too
+    if "convolution" not in totals:
+        raise RuntimeError(f"no oneDNN convolution in ONEDNN_VERBOSE's output: {out[-500:]!r}")
+    return {kind: ms / calls for kind, ms in totals.items()}
+
+
+@torch.inference_mode()
+def norm_seconds(channels: int, shape: tuple[int, int, int], channels_last: bool, repeats: int) -> float:
+    """Seconds of the conv blocks' instance norm (:func:`sauronnet.networks.cpu_kernels.instance_norm`) on c
+    channels: the group-norm kernel in the default layout, ``nn.InstanceNorm3d`` in channels-last."""
+    from sauronnet.networks.cpu_kernels import instance_norm
+    norm = torch.nn.InstanceNorm3d(channels, affine=True)
+    x = torch.randn(1, channels, *shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    return timed(lambda: instance_norm(x, norm), repeats)
 
 
 def toy64_plans() -> dict:
@@ -187,6 +225,13 @@ def main(argv=None) -> int:
                        f"{'forward+backward' if backward else 'forward'}{' channels-last' if cl else ''}"
                 row(f"{what}: time", 1e3 * t, "ms", dataset="narrow layers")
                 row(f"{what}: rate", flops / t / 1e9, dataset="narrow layers")
+                if not backward:
+                    row(f"{what}: instance norm after it", 1e3 * norm_seconds(channels, shape, cl, args.repeats),
+                        "ms", dataset="narrow layers")
+                if not backward and not cl:
+                    split = onednn_split(channels, shape, args.threads, args.repeats)
+                    for kind in ("convolution", "reorder"):
+                        row(f"{what}: oneDNN {kind}", split.get(kind, 0.0), "ms", dataset="narrow layers")
 
     plans = toy64_plans()
     pruned = args.pruned or newest_pruned_checkpoint()
