@@ -155,7 +155,10 @@ SEEDED_VARIANTS = [("", ()), ("_lambda0", ("--lambda", "0")), ("_kappa5", ("--ka
                    # ten times the clustering term's weight: 100 epochs of the paper's pull made no more
                    # near-duplicates in the trained model (benchmarks/score_rules.py); does a stronger pull?
                    ("_minmax_rollback_skip_empty_lambda5",
-                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--lambda", "5"))]
+                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--lambda", "5")),
+                   ("_minmax_rollback_skip_empty_lambda10",
+                    MINMAX_ROLLBACK + ("--skip-empty-patience", "--lambda", "10")),
+                   ("_lambda5", ("--lambda", "5"))]
 
 
 def floor_block(seeds: list) -> list[Model]:
