@@ -260,7 +260,12 @@ def runs(args) -> dict[str, Run]:
                     match="sauron_init_minmax_rollback_skip_empty_seed2", short=short)
               for suffix, short in (("_short", True), ("", False))],
             *[Model(f"sauron_init{name}{suffix}", flags=flags + seed, **init)
-              for name, flags in SEEDED_VARIANTS for suffix, seed in (("", ()), ("_seed2", ("--seed", "2")))]]),
+              for name, flags in SEEDED_VARIANTS for suffix, seed in (("", ()), ("_seed2", ("--seed", "2")))],
+            # two more seeds of the fastest climb with and without the stronger pull (seeds 0 and 2 disagreed)
+            *[Model(f"sauron_init{name}{suffix}", flags=flags + seed, **init)
+              for name, flags in SEEDED_VARIANTS if name in ("_minmax_rollback_skip_empty",
+                                                             "_minmax_rollback_skip_empty_lambda5")
+              for suffix, seed in (("_seed1", ("--seed", "1")), ("_seed3", ("--seed", "3")))]]),
     }
 
 
