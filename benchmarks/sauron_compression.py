@@ -39,7 +39,12 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   which pauses pruning while the pseudo-Dice erodes, or with ``--skip-empty-patience``, also with
   ``--rollback-isolate``), and a lower initial learning rate for the trained model (``--lr 0.003`` and ``0.001``
   against nnU-Net's 0.01; 0.003 also with min-max + rewind + skip-empty), each also with ``--seed 2`` to measure
-  the seed-to-seed spread.
+  the seed-to-seed spread. On min-max + rewind + skip-empty also the non-paper ``--distill 1``, ``--cluster-epochs
+  25``, ``--dice-guard 0.02``, ``--width-floor 0.25 --protect-last-block`` and a stronger clustering term
+  (``--lambda 5`` and ``10``; ``5`` also with the paper's rule; seeds 1 and 3 too for ``5`` and without it);
+  controls with the same budget and no removal (``Trainer --init-from``, and thresholds held at 0); and the
+  92.9 % run's widths trained from scratch (``ScratchTrainer --match``) for the ``--init-from`` budget and for the
+  start model's.
 
 Printed (and written with ``--json`` for ``make bench``): per model forward FLOPs and parameters (one patch,
 ``torch.utils.flop_counter``), CPU sliding-window time per test case (no TTA; every model interleaved case by
