@@ -41,7 +41,8 @@ iterations and seed as the unpruned ``Trainer`` it is compared with, and scored 
   against nnU-Net's 0.01; 0.003 also with min-max + rewind + skip-empty), each also with ``--seed 2`` to measure
   the seed-to-seed spread. On min-max + rewind + skip-empty also the non-paper ``--distill 1``, ``--cluster-epochs
   25``, ``--dice-guard 0.02``, ``--width-floor 0.25 --protect-last-block`` and a stronger clustering term
-  (``--lambda 5`` and ``10``; ``5`` also with the paper's rule; seeds 1 and 3 too for ``5`` and without it);
+  (``--lambda 5`` and ``10``; ``5`` also with the paper's rule; seeds 1 and 3 too for ``5``, for
+  ``--rollback-isolate`` and without either);
   controls with the same budget and no removal (``Trainer --init-from``, and thresholds held at 0); and the
   92.9 % run's widths trained from scratch (``ScratchTrainer --match``) for the ``--init-from`` budget and for the
   start model's.
@@ -266,10 +267,12 @@ def runs(args) -> dict[str, Run]:
               for suffix, short in (("_short", True), ("", False))],
             *[Model(f"sauron_init{name}{suffix}", flags=flags + seed, **init)
               for name, flags in SEEDED_VARIANTS for suffix, seed in (("", ()), ("_seed2", ("--seed", "2")))],
-            # two more seeds of the fastest climb with and without the stronger pull (seeds 0 and 2 disagreed)
+            # two more seeds of the fastest climb, with the stronger pull and with the rewind freezing only the
+            # layers it finds out (seeds 0 and 2 disagreed)
             *[Model(f"sauron_init{name}{suffix}", flags=flags + seed, **init)
               for name, flags in SEEDED_VARIANTS if name in ("_minmax_rollback_skip_empty",
-                                                             "_minmax_rollback_skip_empty_lambda5")
+                                                             "_minmax_rollback_skip_empty_lambda5",
+                                                             "_minmax_rollback_skip_empty_isolate")
               for suffix, seed in (("_seed1", ("--seed", "1")), ("_seed3", ("--seed", "3")))]]),
     }
 
