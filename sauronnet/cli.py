@@ -328,8 +328,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     sauron.add_argument("--rollback-drop", type=float, metavar="D",
                         help="non-paper: undo an epoch end's removals when a class's validation pseudo-Dice then "
                              "falls more than D below its level before them (a class the removals destroyed), and "
-                             "prune the layers that lost channels then no further (default: off, as the paper; "
-                             "make demo uses 0.2)")
+                             "prune the layers that lost channels then no further; the last 2 epoch ends then "
+                             "remove nothing, so that every removal is checked (default: off, as the paper; make "
+                             "demo uses 0.2)")
     sauron.add_argument("--rollback-isolate", action="store_const", const=True, default=None,
                         help="non-paper, with --rollback-drop: a rewind of removals in several layers freezes none "
                              "of them; each then prunes only at epoch ends where no other layer does, so that a "

@@ -361,6 +361,18 @@ class Trainer:
         """Checked before each epoch: True ends training early (the standard trainer runs every epoch)."""
         return False
 
+    def check_last_epoch_end(self, val_stream: BatchStream | None) -> None:
+        """After the last epoch, before the final checkpoint: what ``on_epoch_end`` changed after the last
+        validation can be checked here (the pruning trainers validate the network their last removals left)."""
+
+    def validate_on(self, epoch: int, val_stream: BatchStream | None) -> tuple[float, dict[str, float]] | None:
+        """:meth:`validate_epoch` on epoch ``epoch``'s validation batches (the same at every call; rank 0 validates,
+        every rank gets its figures)."""
+        self.network.eval()
+        validation = (self.validate_epoch(epoch, val_stream.batches(epoch, self.config.val_iterations))
+                      if val_stream is not None else None)
+        return self.world.broadcast(validation)
+
     def checkpoint_extras(self) -> dict:
         """Trainer-specific state to store in the checkpoint (plain containers and tensors)."""
         return {}
@@ -518,6 +530,7 @@ class Trainer:
         try:
             while self.epoch < self.config.epochs and not self.training_done():
                 self._run_epoch(train_stream, val_stream, progress and main)
+            self.check_last_epoch_end(val_stream)
         except RuntimeError as e:
             if not (self.world.distributed and lost_peer(e)):
                 raise
@@ -550,10 +563,7 @@ class Trainer:
         self.network.train()
         batches = WaitTimer(train_stream.batches(epoch, c.iterations_per_epoch))
         train_loss = self.world.mean(self.train_epoch(epoch, batches, progress))
-        self.network.eval()
-        validation = (self.validate_epoch(epoch, val_stream.batches(epoch, c.val_iterations))
-                      if val_stream is not None else None)
-        val_loss, dice = self.world.broadcast(validation)  # rank 0 validates; the others wait for its figures
+        val_loss, dice = self.validate_on(epoch, val_stream)
         mean_dice = nanmean(dice.values())
         if math.isfinite(mean_dice):
             previous = mean_dice if self.ema_dice is None else self.ema_dice

@@ -77,7 +77,8 @@ class SauronConfig(TrainerConfig):
     plateau_iterations: int | None = None
     #: non-paper: undo an epoch end's removals when, in an epoch after them, a class's validation pseudo-Dice lies
     #: more than this below that class's EMA before them; the layers that lost channels then are pruned no further
-    #: (None: never, as the paper)
+    #: (None: never, as the paper). The last ``ROLLBACK_CHECK_EPOCHS`` epoch ends then remove nothing, so that every
+    #: removal is checked
     rollback_drop: float | None = None
     #: non-paper: a rewind of removals in several layers freezes none of them; each of them then prunes only at
     #: epoch ends where no other layer does, so that a later rewind finds the one layer whose removal broke a class
@@ -125,6 +126,9 @@ ROLLBACK_DEPTH = 2
 #: ... for this many epochs after them: a removal that destroys a class shows in the next epoch, and a rewind far
 #: back would throw away the training since (a later collapse has another cause)
 ROLLBACK_WINDOW = 5
+#: epochs a removal needs after it for the rewind to see it (it waits one epoch, rewinds at the next): with
+#: ``rollback_drop`` the last this many epoch ends of a run remove nothing, so no removal goes unchecked
+ROLLBACK_CHECK_EPOCHS = 2
 
 
 @dataclass
@@ -299,9 +303,13 @@ class SauronTrainer(PruningTrainer):
         losses_ok = losses_converged(train, val, s.rho, self.config.val_test, window)
         waiting = self.advance_hold(epoch)
         clustering = epoch < self.config.cluster_epochs
-        paused = bool(waiting) or clustering or self.guard_pauses(metrics)
+        unchecked = self.config.rollback_drop is not None and epoch >= self.config.epochs - ROLLBACK_CHECK_EPOCHS
+        paused = bool(waiting) or clustering or unchecked or self.guard_pauses(metrics)
         metrics["sauron_paused"] = paused
-        if clustering:
+        if unchecked:
+            logger.info("epoch %d: no removals in the last %d epochs, where the rewind (--rollback-drop) could not "
+                        "check them", epoch, ROLLBACK_CHECK_EPOCHS)
+        elif clustering:
             logger.info("epoch %d: the clustering term acts alone until epoch %d (--cluster-epochs)", epoch,
                         self.config.cluster_epochs)
         elif waiting:

@@ -11,11 +11,14 @@ from sauronnet.plans import Plans
 from sauronnet.pruning.schedule import LayerState
 from sauronnet.checkpoint import load_checkpoint
 from trainers.base import with_overrides
-from trainers.sauron import ROLLBACK_WINDOW, SauronConfig, SauronTrainer
+from trainers.pruning import LAST_REMOVALS_DROP
+from trainers.sauron import ROLLBACK_CHECK_EPOCHS, ROLLBACK_WINDOW, SauronConfig, SauronTrainer
 
 # a high first threshold prunes at the first epoch end; a short schedule keeps it moving
 FAST = SauronConfig(epochs=3, iterations_per_epoch=2, val_iterations=1, num_workers=0, seed=5, tau0=0.3,
                     tau_max=0.6, kappa=2, rho=1)
+# the rewind, for tests driving epoch ends by hand (far from the last epochs, which remove nothing with it)
+REWIND = with_overrides(FAST, rollback_drop=0.2, epochs=50)
 
 
 def make(paths, config=FAST):
@@ -245,7 +248,7 @@ def _epoch(t, dice, score=0.0, only=None):
 
 
 def test_rollback_undoes_removals_after_which_a_class_stays_collapsed(results_paths):
-    t = make(results_paths, with_overrides(FAST, rollback_drop=0.2))
+    t = make(results_paths, REWIND)
     planned, weights = dict(t.network.widths()), _weights(t)
     t.ema_dice = 0.85
     _epoch(t, {"1": 0.9, "2": 0.8})  # every layer keeps only its reference channel
@@ -280,7 +283,7 @@ def test_rollback_undoes_removals_after_which_a_class_stays_collapsed(results_pa
 
 
 def test_rollback_leaves_dips_and_noise_alone_and_is_off_by_default(results_paths):
-    t = make(results_paths, with_overrides(FAST, rollback_drop=0.2))
+    t = make(results_paths, REWIND)
     planned = dict(t.network.widths())
     first = list(planned)[:1]
     _epoch(t, {"1": 0.9, "2": 0.8}, only=first)
@@ -302,8 +305,69 @@ def test_rollback_leaves_dips_and_noise_alone_and_is_off_by_default(results_path
     assert all(w == 1 for w in paper.network.widths().values())
 
 
+def test_with_the_rewind_the_last_epoch_ends_remove_nothing(results_paths):
+    config = with_overrides(REWIND, epochs=4)
+    t = make(results_paths, config)
+    planned = dict(t.network.widths())
+    layers = list(planned)
+    for e in range(config.epochs - ROLLBACK_CHECK_EPOCHS):  # each epoch end removes from one more layer ...
+        metrics = _epoch(t, {"1": 0.9, "2": 0.8}, only=layers[e:e + 1])
+        assert t.network.widths()[layers[e]] == 1 and not metrics["sauron_paused"]
+    for _ in range(ROLLBACK_CHECK_EPOCHS):  # ... but the rewind could not check removals at the last two
+        metrics = _epoch(t, {"1": 0.9, "2": 0.8})
+        assert metrics["sauron_paused"] and not any(r["removed"] for r in metrics["pruning"].values())
+    assert t.network.widths()[layers[2]] == planned[layers[2]]
+    paper = make(results_paths, with_overrides(FAST, epochs=4))  # without the rewind the paper prunes to the end
+    for e in range(4):
+        _epoch(paper, {"1": 0.9, "2": 0.8}, only=layers[e:e + 1])
+    assert all(paper.network.widths()[k] == 1 for k in layers[:4])
+
+
+def test_the_last_epoch_ends_removals_are_validated_again_and_a_fall_is_reported(results_paths):
+    t = make(results_paths)
+    t.output_dir.mkdir(parents=True, exist_ok=True)
+    calls = []
+
+    def validate_on(epoch, stream):  # the final network, on the last epoch's validation batches
+        calls.append((epoch, stream, t.network.widths()))
+        return 0.5, {"1": 0.9, "2": 0.1}
+    t.validate_on = validate_on
+    first = list(t.network.widths())[:1]
+    _epoch(t, {"1": 0.9, "2": 0.8}, only=first)  # the last epoch end removes channels after its validation
+    t.check_last_epoch_end("val stream")
+    assert calls == [(0, "val stream", t.network.widths())]
+    (warning,) = [w for w in t.warnings() if "last epoch end" in w]
+    assert f"{first[0]} {default_widths(t.cfg.network)[first[0]]} → 1" in warning
+    assert "class 2 (vessel) 0.800 → 0.100" in warning and "lesion" not in warning
+    last = json.loads((t.output_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["last_removals_pseudo_dice"] == {"1": 0.9, "2": 0.1}
+    # within LAST_REMOVALS_DROP: no warning
+    t.history[-1]["last_removals_pseudo_dice"] = {"1": 0.9, "2": 0.8 - LAST_REMOVALS_DROP + 0.01}
+    assert not [w for w in t.warnings() if "last epoch end" in w]
+    # an epoch end that removed nothing left the network its validation saw: nothing to check
+    calls.clear()
+    _epoch(t, {"1": 0.9, "2": 0.8}, score=1.0)
+    t.check_last_epoch_end("val stream")
+    assert calls == [] and "last_removals_pseudo_dice" not in t.history[-1]
+
+
+def test_fit_validates_what_the_last_epoch_end_removed(results_paths):
+    t = make(results_paths)
+    layers, select = list(t.network.widths()), t.select
+
+    def one_channel_per_epoch(epoch, metrics):  # every epoch end, the last one too, removes a channel
+        select(epoch, metrics)
+        return {layers[epoch]: torch.arange(t.network.widths()[layers[epoch]] - 1)}
+    t.select = one_channel_per_epoch
+    t.fit(progress=False)
+    lines = [json.loads(x) for x in (t.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["removed"] for r in t.history[-1]["pruning"].values()) == 1
+    assert set(lines[-1]["last_removals_pseudo_dice"]) == set(lines[-1]["pseudo_dice"])
+    assert all("last_removals_pseudo_dice" not in x for x in lines[:-1])
+
+
 def test_a_second_rollback_goes_one_pruning_further_back(results_paths):
-    t = make(results_paths, with_overrides(FAST, rollback_drop=0.2))
+    t = make(results_paths, REWIND)
     planned = dict(t.network.widths())
     first, second = list(planned)[:1], list(planned)[1:2]
     for layers in (first, second):  # two epoch ends, each removing from one layer
@@ -401,7 +465,7 @@ def test_hold_until_learned_must_be_a_dice():
 
 
 def test_rollback_isolate_finds_the_one_layer_whose_removal_broke_a_class(results_paths):
-    t = make(results_paths, with_overrides(FAST, rollback_drop=0.2, rollback_isolate=True))
+    t = make(results_paths, with_overrides(REWIND, rollback_isolate=True))
     planned = dict(t.network.widths())
     a, b, c = list(planned)[:3]
     _epoch(t, {"1": 0.9}, only=[a, b])  # two layers lose channels at one epoch end ...
