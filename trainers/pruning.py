@@ -236,6 +236,7 @@ class PruningTrainer(Trainer):
             self.write_metrics()
 
     def last_removals_warnings(self) -> list[str]:
+        """The warning of :meth:`check_last_epoch_end`: the classes whose pseudo-Dice the last removals lowered."""
         last = self.history[-1] if self.history else {}
         after = last.get("last_removals_pseudo_dice")
         if not after:
@@ -250,8 +251,8 @@ class PruningTrainer(Trainer):
         classes = ", ".join(f"{self.class_label(c)} {b:.3f} → {a:.3f}" for c, (b, a) in fell.items())
         return [f"the removals of the last epoch end (epoch {last['epoch']}: {layers}) came after its validation; "
                 f"validated again on the same batches, the saved network's pseudo-Dice fell (class {classes}): the "
-                "final model may have lost what those channels carried. Check it on held-out cases; with SauronTrainer, "
-                "--rollback-drop keeps the last epoch ends free of removals so that it checks every one, and "
+                "final model may have lost what those channels carried. Check it on held-out cases; with "
+                "SauronTrainer, --rollback-drop keeps the last epoch ends free of removals so that it checks every one, and "
                 "--stop-after ends the run once nothing is removed (README: 'Two ways to a small model')."]
 
     def pruning_report(self, before: dict[str, int], removed: dict[str, int]) -> dict[str, dict]:
