@@ -252,8 +252,8 @@ class PruningTrainer(Trainer):
         return [f"the removals of the last epoch end (epoch {last['epoch']}: {layers}) came after its validation; "
                 f"validated again on the same batches, the saved network's pseudo-Dice fell (class {classes}): the "
                 "final model may have lost what those channels carried. Check it on held-out cases; with "
-                "SauronTrainer, --rollback-drop keeps the last epoch ends free of removals so that it checks every one, and "
-                "--stop-after ends the run once nothing is removed (README: 'Two ways to a small model')."]
+                "SauronTrainer, --rollback-drop keeps the last epoch ends free of removals so that it checks every "
+                "one, and --stop-after ends the run once nothing is removed (README: 'Two ways to a small model')."]
 
     def pruning_report(self, before: dict[str, int], removed: dict[str, int]) -> dict[str, dict]:
         """The epoch's ``pruning.jsonl`` entry: per layer, the method's figures, its width and its removals."""
