@@ -952,7 +952,8 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
             "at tau-max with nothing removed"
             if pruning["epochs_trained"] < budget else
             f"--stop-after {INIT_FROM_STOP_AFTER} (the default with --init-from) would have ended it once every "
-            "threshold had sat at tau-max with nothing removed; channels were still being removed when the budget ran out")
+            "threshold had sat at tau-max with nothing removed; channels were still being removed when the budget "
+            "ran out")
     print(f"  pruning phase: {pruning['epochs_trained']} of {budget} epochs ({' '.join(DEMO_PRUNE)}), the paper's "
           "other constants; non-paper settings:")
     for flag in DEMO_PRUNE:
