@@ -68,6 +68,11 @@ class SauronConfig(TrainerConfig):
     #: and the channels least like it are kept), so that no path of the network narrows to a few channels (None:
     #: no floor, as the paper)
     width_floor: float | None = None
+    #: non-paper: no layer is pruned below this many channels (a layer planned narrower keeps its width). On a CPU,
+    #: oneDNN's convolutions compute output channels in blocks of the vector width (8 floats with AVX2, 16 with
+    #: AVX-512; ``sauronnet.networks.complexity.vector_channels``), so a layer pruned below it runs no faster
+    #: (None: no floor, as the paper)
+    min_channels: int | None = None
     #: non-paper: no patience after a threshold step that removed nothing from its layer (see
     #: sauronnet.pruning.schedule; False: patience ρ after every step, as the paper)
     skip_empty_patience: bool = False
@@ -98,6 +103,8 @@ class SauronConfig(TrainerConfig):
                              f"got {self.prune_batches}")
         if self.width_floor is not None and not 0 < self.width_floor <= 1:
             raise ValueError(f"width_floor must lie in (0, 1], got {self.width_floor}")
+        if self.min_channels is not None and self.min_channels < 1:
+            raise ValueError(f"min_channels must be at least 1, got {self.min_channels}")
         for name in ("dice_guard", "rollback_drop", "hold_until_learned"):
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:
@@ -364,10 +371,12 @@ class SauronTrainer(PruningTrainer):
         return dict(zip(names, merged.split([t.numel() for t in local])))
 
     def width_floors(self) -> dict[str, int]:
-        """``width_floor``: per layer, the fewest channels it may keep (none without a floor)."""
-        if self.config.width_floor is None:
+        """``width_floor`` and ``min_channels``: per layer, the fewest channels it may keep (none without a floor)."""
+        fraction, least = self.config.width_floor, self.config.min_channels
+        if fraction is None and least is None:
             return {}
-        return {name: math.ceil(self.config.width_floor * w) for name, w in default_widths(self.cfg.network).items()}
+        return {name: max(math.ceil(fraction * w) if fraction is not None else 1, min(least or 1, w))
+                for name, w in default_widths(self.cfg.network).items()}
 
     def layer_report(self, name: str) -> dict:
         state = self._states_now[name]

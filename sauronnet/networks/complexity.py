@@ -2,6 +2,13 @@
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and transposed convolutions,
 1 MAC = 2 FLOP), measured for one inference forward pass (batch 1, deep supervision off) at a given patch.
+
+FLOPs are not CPU time for narrow layers: oneDNN's float32 CPU convolutions compute channels in blocks of the
+vector width (8 floats with AVX2, 16 with AVX-512), so a layer of 4 channels costs what one of 8 costs.
+:func:`vector_padded_flops` counts the FLOPs of the network with every layer's width rounded up to such a block;
+the ratio of two networks' padded FLOPs bounds the CPU speed-up that pruning the one into the other can give.
+Measured (``benchmarks/sauron_compression.py``'s "block FLOP ratio" against its "speed-up", AVX2, 2 threads): pruned
+`cpu`-preset networks with 7-17x fewer FLOPs had padded ratios of 2.3-2.9x and ran 1.9-3.0x faster.
 """
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from typing import Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from sauronnet.networks.estimates import forward_flops
 from sauronnet.networks.unet import UNet, build_network
 
 
@@ -54,6 +62,35 @@ def measure(net: UNet, patch_size: Sequence[int]) -> Complexity:
         params = sum(p.numel() for p in module.parameters())
         layers[layer] = (widths.get(layer, net.num_classes), int(params), int(flops))
     return Complexity(layers, sum(p.numel() for p in net.parameters()), int(counter.get_total_flops()))
+
+
+def vector_channels() -> int:
+    """Channels per block in this CPU's float32 oneDNN convolutions: its vector width in floats (16 with AVX-512,
+    8 with AVX2 or AVX, 4 otherwise: SSE, NEON)."""
+    capability = torch.backends.cpu.get_cpu_capability().upper()
+    return 16 if capability.startswith("AVX512") else 8 if capability.startswith("AVX") else 4
+
+
+def vector_padded_widths(net: UNet, block: int) -> dict[str, int]:
+    """Every prunable layer's width rounded up to a multiple of ``block``."""
+    return {name: -(-w // block) * block for name, w in net.widths().items()}
+
+
+def vector_padded_flops(net: UNet, patch_size: Sequence[int], block: int | None = None) -> int:
+    """Forward FLOPs of ``net`` with its widths rounded up to ``block`` channels (default: this CPU's
+    :func:`vector_channels`): what the CPU computes, padding included (see the module docstring). Counted from the
+    topology (:func:`sauronnet.networks.estimates.forward_flops`), without building the padded network."""
+    widths = vector_padded_widths(net, block or vector_channels())
+    return forward_flops(net.plan, patch_size, net.in_channels, net.num_classes, deep_supervision=False,
+                         widths=list(widths.values()))
+
+
+def vector_bound(before: int, after: int, block: int) -> str:
+    """One line for users: padded FLOPs (:func:`vector_padded_flops`) of the unpruned and the pruned network, and
+    the CPU speed-up they bound."""
+    return (f"this CPU computes a convolution's channels {block} at a time: counting that padding, "
+            f"{before / 1e9:.3f} -> {after / 1e9:.3f} GFLOP, so inference gets at best about {before / after:.1f}x "
+            "faster here")
 
 
 def unpruned_like(net: UNet) -> UNet:

@@ -69,6 +69,7 @@ def test_info_reports_the_pruned_widths(pruned_model, capsys):
     out = capsys.readouterr().out
     widths = trainer.network.widths()
     assert f"{widths['enc0.0']}/8" in out and "total: parameters" in out and "GFLOP" in out
+    assert "channels 8 at a time" in out or "channels 16 at a time" in out or "channels 4 at a time" in out
 
 
 def test_info_repeats_the_warnings_of_training(pruned_model, tmp_path, capsys):

@@ -42,3 +42,25 @@ def test_a_seeded_build_leaves_the_global_random_state_alone():
     assert torch.equal(torch.get_rng_state(), before)
     b = build_network(PLAN, 1, 3, seed=7)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_vector_padded_flops_count_narrow_layers_as_a_whole_block():
+    from sauronnet.networks.complexity import vector_padded_flops, vector_padded_widths
+    full = build_network(PLAN, 2, 3, deep_supervision=False)
+    narrow = build_network(PLAN, 2, 3, {k: max(1, w - 3) for k, w in default_widths(PLAN).items()},
+                           deep_supervision=False)
+    # widths 1, 3, 5 (planned 4, 6, 8) all take one block of 8: the same work as the unpruned network's
+    assert vector_padded_widths(narrow, 8) == {k: 8 for k in default_widths(PLAN)}
+    assert vector_padded_flops(narrow, (16, 16, 16), 8) == vector_padded_flops(full, (16, 16, 16), 8)
+    assert measure(narrow, (16, 16, 16)).flops < measure(full, (16, 16, 16)).flops
+    # in blocks of one channel they are the plain FLOPs; in blocks of 4 the padding sits where widths are not
+    assert vector_padded_flops(narrow, (16, 16, 16), 1) == measure(narrow, (16, 16, 16)).flops
+    assert vector_padded_widths(narrow, 4) == {k: 4 if w <= 4 else 8 for k, w in narrow.widths().items()}
+
+
+def test_vector_channels_follow_the_cpu_capability(monkeypatch):
+    import torch
+    from sauronnet.networks.complexity import vector_channels
+    for capability, block in (("AVX512", 16), ("AVX2", 8), ("DEFAULT", 4), ("NEON", 4)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert vector_channels() == block

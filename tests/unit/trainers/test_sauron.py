@@ -44,6 +44,9 @@ def test_widths_shrink_and_outputs_are_written(results_paths):
     p = summary["pruning"]
     assert p["flops_after"] < p["flops_before"] and p["parameters_after"] < p["parameters_before"]
     assert json.loads((t.output_dir / "pruning_summary.json").read_text())["widths"] == widths
+    # the FLOPs with the widths padded to this CPU's vector blocks, which bound its inference speed-up
+    assert p["vector_channels"] in (4, 8, 16)
+    assert p["flops_after"] <= p["vector_padded_flops_after"] <= p["vector_padded_flops_before"]
     # the pruned checkpoint rebuilds its own network and reproduces its outputs exactly
     net, _, _ = load_fold_network(t.output_dir / "checkpoint_final.pth", torch.device("cpu"))
     assert net.widths() == widths
@@ -410,6 +413,23 @@ def test_width_floor_keeps_a_fraction_of_every_planned_layer(results_paths):
     t._references = {n: 0 for n in widths}
     t.on_epoch_end(1, {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": 0.5, "pseudo_dice": {}})
     assert t.network.widths() == floors
+
+
+def test_min_channels_keeps_that_many_channels_or_the_planned_width(results_paths):
+    t = make(results_paths, with_overrides(FAST, min_channels=12, width_floor=0.1))
+    planned = dict(t.network.widths())
+    assert min(planned.values()) < 12 < max(planned.values())  # the test plan has layers on both sides
+    t._scores = {n: [torch.linspace(0.0, 0.2, w)] for n, w in planned.items()}
+    t._references = {n: 0 for n in planned}
+    t.on_epoch_end(0, {"epoch": 0, "train_loss": 1.0, "val_loss": 1.0, "ema_pseudo_dice": 0.5, "pseudo_dice": {}})
+    # the larger of the two floors: 12 channels, a layer planned narrower whole; ⌈0.1 w⌉ is below 12 everywhere
+    assert t.network.widths() == {n: min(12, w) for n, w in planned.items()}
+
+
+def test_min_channels_must_be_positive():
+    import pytest
+    with pytest.raises(ValueError, match="min_channels"):
+        with_overrides(FAST, min_channels=0)
 
 
 def test_width_floor_removes_the_nearest_duplicates_first():
