@@ -3,12 +3,16 @@
 Usage::
 
     .venv/bin/python benchmarks/cpu_limit.py [--threads 2] [--repeats 3] [--json FILE]
+        [--parts chip output-channels narrow networks]
 
 Measured in one run, same threads, medians of ``--repeats`` timed calls after one warm-up:
 
 - the chip: a 2048² GEMM in fp32 and bf16, and a Conv3d 32→32, 3³ on 64×96×96 in fp32, fp32 channels-last, bf16
   autocast and bf16 channels-last. On a CPU without native bfloat16 (no AMX-BF16 / AVX512-BF16) the bf16 kernels
   are reference loops; they are measured on a 512² GEMM and an 8³·16-channel conv instead, marked "emulated";
+- output channels: a Conv3d 8→c, 3³ on 48×96×112 for c = 1…16, forward: oneDNN computes output channels in
+  blocks of the vector width (8 floats with AVX2, 16 with AVX-512), so the time steps at the blocks instead of
+  falling with c — what ``sauronnet.networks.complexity.vector_padded_flops`` counts;
 - narrow convolutions, as pruning leaves them: a Conv3d c→c, 3³ on 48×96×112 for c = 4, 8, 16, 32, its time and
   rate, forward (inference) and forward + backward (training, weights and inputs) in the default layout and in
   channels-last. A pruned network's time falls with its width, its FLOPs with the square of it: the rate shows
@@ -76,12 +80,14 @@ def conv_rate(channels: int, shape: tuple[int, int, int], bf16: bool, channels_l
 
 
 def narrow_conv_seconds(channels: int, shape: tuple[int, int, int], backward: bool, channels_last: bool,
-                        repeats: int) -> float:
-    """Seconds of one oneDNN Conv3d c→c, 3³ (as the conv blocks call it), forward or forward + backward."""
+                        repeats: int, out_channels: int | None = None) -> float:
+    """Seconds of one oneDNN Conv3d c→c (or c→``out_channels``), 3³ (as the conv blocks call it), forward or
+    forward + backward."""
+    out_channels = out_channels or channels
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
     x = torch.randn(1, channels, *shape).contiguous(memory_format=fmt).requires_grad_(backward)
-    w = torch.randn(channels, channels, 3, 3, 3).contiguous(memory_format=fmt).requires_grad_(backward)
-    b = torch.zeros(channels, requires_grad=backward)
+    w = torch.randn(out_channels, channels, 3, 3, 3).contiguous(memory_format=fmt).requires_grad_(backward)
+    b = torch.zeros(out_channels, requires_grad=backward)
 
     def forward():
         return torch.ops.aten.mkldnn_convolution(x, w, b, [1] * 3, [1] * 3, [1] * 3, 1)
@@ -183,9 +189,11 @@ def network_rate(net, patch, mode: str, repeats: int) -> tuple[float, float]:
     return seconds, flops / seconds / 1e9
 
 
+#: what ``--parts`` can choose
+PARTS = ("chip", "output-channels", "narrow", "networks")
+
+
 def main(argv=None) -> int:
-    from sauronnet.checkpoint import load_checkpoint
-    from sauronnet.networks.unet import build_network
     from sauronnet.precision import cpu_description, native_bf16
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,6 +201,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pruned", type=Path, help="a pruned cpu-plan checkpoint (default: the newest cached one)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON (used by make bench)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     native = native_bf16()
@@ -205,36 +214,70 @@ def main(argv=None) -> int:
         print(f"{dataset:>26} | {metric:<58} | {value:10.3f} {unit} {goal}", flush=True)
 
     print(f"CPU: {cpu_model()} — {cpu_description()}; {args.threads} torch threads; torch {torch.__version__}")
-    fp32_gemm = gemm_rate(torch.float32, 2048, args.repeats)
-    row("GEMM 2048² fp32", fp32_gemm)
-    bf16_gemm = gemm_rate(torch.bfloat16, 2048 if native else 512, args.repeats)
-    row(f"GEMM {'2048' if native else '512'}² bf16{emulated}", bf16_gemm)
+    if "chip" in args.parts or "networks" in args.parts:  # the networks' rates are fractions of the GEMM rates
+        fp32_gemm = gemm_rate(torch.float32, 2048, args.repeats)
+        row("GEMM 2048² fp32", fp32_gemm)
+        bf16_gemm = gemm_rate(torch.bfloat16, 2048 if native else 512, args.repeats)
+        row(f"GEMM {'2048' if native else '512'}² bf16{emulated}", bf16_gemm)
+    if "chip" in args.parts:
+        chip_convs(native, emulated, args.repeats, row)
+    if "output-channels" in args.parts:
+        output_channels(args.repeats, row)
+    if "narrow" in args.parts:
+        narrow_layers(args.threads, args.repeats, row)
+    if "networks" in args.parts:
+        networks(args.pruned, native, fp32_gemm, bf16_gemm, args.repeats, row)
+    if args.json:
+        write_rows(args.json, rows)
+    return 0
+
+
+def output_channels(repeats: int, row) -> None:
+    """A Conv3d 8→c, 3³ on 48×96×112, forward in the default layout, for c = 1…16: oneDNN computes output channels
+    in blocks of the vector width (8 floats with AVX2, 16 with AVX-512), so the time steps at each block, not with c
+    (what ``sauronnet.networks.complexity.vector_padded_flops`` counts)."""
+    from sauronnet.networks.complexity import vector_channels
+    shape = (48, 96, 112)
+    for c in (1, 2, 4, 6, 8, 9, 12, 16):
+        t = narrow_conv_seconds(8, shape, False, False, repeats, out_channels=c)
+        row(f"Conv3d 8→{c} 3³ on {'×'.join(map(str, shape))} forward: time", 1e3 * t, "ms",
+            dataset=f"output channels ({vector_channels()} per block)")
+
+
+def chip_convs(native: bool, emulated: str, repeats: int, row) -> None:
     for bf16, cl in ((False, False), (False, True), (True, False), (True, True)):
         shape, ch = ((64, 96, 96), 32) if native or not bf16 else ((8, 8, 8), 16)
         name = f"Conv3d {ch}→{ch} 3³ on {'×'.join(map(str, shape))} {'bf16 autocast' if bf16 else 'fp32'}" \
                f"{' channels-last' if cl else ''}{emulated if bf16 else ''}"
-        row(name, conv_rate(ch, shape, bf16, cl, args.repeats))
+        row(name, conv_rate(ch, shape, bf16, cl, repeats))
 
+
+def narrow_layers(threads: int, repeats: int, row) -> None:
     shape = (48, 96, 112)
     for backward in (False, True):
         for channels in (4, 8, 16, 32):
             for cl in (False, True):
-                t = narrow_conv_seconds(channels, shape, backward, cl, args.repeats)
+                t = narrow_conv_seconds(channels, shape, backward, cl, repeats)
                 flops = (3 if backward else 1) * 2 * channels * channels * 27 * shape[0] * shape[1] * shape[2]
                 what = f"Conv3d {channels}→{channels} 3³ on {'×'.join(map(str, shape))} " \
                        f"{'forward+backward' if backward else 'forward'}{' channels-last' if cl else ''}"
                 row(f"{what}: time", 1e3 * t, "ms", dataset="narrow layers")
                 row(f"{what}: rate", flops / t / 1e9, dataset="narrow layers")
                 if not backward:
-                    row(f"{what}: instance norm after it", 1e3 * norm_seconds(channels, shape, cl, args.repeats),
+                    row(f"{what}: instance norm after it", 1e3 * norm_seconds(channels, shape, cl, repeats),
                         "ms", dataset="narrow layers")
                 if not backward and not cl:
-                    split = onednn_split(channels, shape, args.threads, args.repeats)
+                    split = onednn_split(channels, shape, threads, repeats)
                     for kind in ("convolution", "reorder"):
                         row(f"{what}: oneDNN {kind}", split.get(kind, 0.0), "ms", dataset="narrow layers")
 
+
+def networks(pruned: Path | None, native: bool, fp32_gemm: float, bf16_gemm: float, repeats: int, row) -> None:
+    from sauronnet.checkpoint import load_checkpoint
+    from sauronnet.networks.unet import build_network
+
     plans = toy64_plans()
-    pruned = args.pruned or newest_pruned_checkpoint()
+    pruned = pruned or newest_pruned_checkpoint()
     nets = []
     for preset in ("nnunet", "cpu"):
         cfg = plans[preset].configuration("3d_fullres")
@@ -250,7 +293,7 @@ def main(argv=None) -> int:
     for name, net, patch in nets:
         seconds = {}
         for mode in modes:
-            seconds[mode], rate = network_rate(net, patch, mode, args.repeats)
+            seconds[mode], rate = network_rate(net, patch, mode, repeats)
             row(f"forward {mode}: rate", rate, dataset=name)
             row(f"forward {mode}: fraction of the fp32 GEMM rate", rate / fp32_gemm, "", dataset=name)
             if native:
@@ -259,9 +302,6 @@ def main(argv=None) -> int:
         row("forward speed-up, now (fp32) over legacy", seconds["legacy"] / seconds["fp32"], "x", dataset=name)
     if not native:
         print("bf16 network rows skipped: this CPU has no native bfloat16, so sauron_predict/train refuse bf16 here")
-    if args.json:
-        write_rows(args.json, rows)
-    return 0
 
 
 if __name__ == "__main__":
