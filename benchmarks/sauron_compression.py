@@ -394,15 +394,17 @@ class Bench:
         return self.model_dir(model) / "fold_all" / "checkpoint_final.pth"
 
     def complexity(self, model: Model) -> tuple[int, float, float]:
-        """Parameters, forward FLOPs, and forward FLOPs with the widths padded to this CPU's vector blocks."""
+        """Parameters, forward FLOPs, and forward FLOPs with the widths padded to this CPU's vector blocks (NaN
+        where no block was measured)."""
         import torch
 
         from sauronnet.inference.torch_network import load_fold_network
-        from sauronnet.networks.complexity import measure, vector_padded_flops
+        from sauronnet.networks.complexity import measure, vector_channels, vector_padded_flops
         net, plans, configuration = load_fold_network(self.checkpoint(model), torch.device("cpu"))
         patch = plans.configuration(configuration).patch_size
         c = measure(net, patch)
-        return c.parameters, c.flops, vector_padded_flops(net, patch)
+        block = vector_channels()
+        return c.parameters, c.flops, vector_padded_flops(net, patch, block) if block else float("nan")
 
     def inference_times(self, repeats: int = 3) -> dict[str, float]:
         """Median sliding-window time per test case (no TTA), every model interleaved case by case."""
@@ -579,7 +581,7 @@ def main(argv=None) -> int:
              f"no TTA; {args.threads} threads; CPU: {cpu_model()}",
              f"command: .venv/bin/python {cmd}", "",
              "| model | fwd GFLOP | FLOPs removed | params | params removed | inference s/case | speed-up | "
-             f"block FLOP ratio ({vector_channels()} ch) | "
+             f"block FLOP ratio ({vector_channels() or 'no measured'} ch blocks) | "
              + " | ".join(f"Dice {c}" for c in labels) + " | mean Dice | ΔDice | epochs | first / last epoch s | "
              "train time s (sum of its epochs) |",
              "|" + "---|" * (13 + len(labels))]

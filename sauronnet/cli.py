@@ -302,9 +302,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                              "'Two ways to a small model')")
     sauron.add_argument("--min-channels", type=int, metavar="N",
                         help="non-paper: no layer is pruned below N channels (a layer planned narrower keeps its "
-                             "width). On a CPU a convolution computes its channels in blocks of the vector width "
-                             "(8 with AVX2, 16 with AVX-512; sauron_info prints this CPU's), so a layer pruned "
-                             "below it runs no faster: N = that width keeps accuracy at the same speed (default: off)")
+                             "width). On an AVX2 CPU a convolution computes its output channels in blocks of 8, so "
+                             "a layer pruned below 8 runs no faster; sauron_info shows the speed-up the blocks allow "
+                             "(default: off, as the paper)")
     sauron.add_argument("--skip-empty-patience", action="store_const", const=True, default=None,
                         help="non-paper: a threshold step that removes no channel of its layer is followed by no "
                              "patience, so thresholds climb through the empty low part of the grid quickly (for a "
@@ -496,12 +496,13 @@ def _train_unlocked(args: argparse.Namespace, trainer, cls, name: str, preset: s
     print(f"{name} fold {args.fold}: {cls.name} trained {trainer.epoch} epochs in {time.perf_counter() - t0:.0f} s; "
           f"validation Dice {dice} (mean {summary['foreground_mean_dice']:.4f})")
     if "pruning" in summary:
-        from sauronnet.networks.complexity import vector_bound
+        from sauronnet.networks.complexity import vector_bound_text
         p = summary["pruning"]
         print(f"pruning: parameters {p['parameters_before']:,} -> {p['parameters_after']:,} "
               f"(-{100 * p['parameters_removed_fraction']:.1f} %), forward FLOPs {p['flops_before'] / 1e9:.3f} -> "
-              f"{p['flops_after'] / 1e9:.3f} GFLOP (-{100 * p['flops_removed_fraction']:.1f} %); "
-              + vector_bound(p["vector_padded_flops_before"], p["vector_padded_flops_after"], p["vector_channels"]))
+              f"{p['flops_after'] / 1e9:.3f} GFLOP (-{100 * p['flops_removed_fraction']:.1f} %)")
+        if line := vector_bound_text(p):
+            print(f"pruning: {line}")
         for warning in p["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
     print(f"model: {trainer.output_dir}")
@@ -839,8 +840,7 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from sauronnet.inference.torch_network import load_fold_network
-    from sauronnet.networks.complexity import (measure, unpruned_like, vector_bound, vector_channels,
-                                               vector_padded_flops)
+    from sauronnet.networks.complexity import measure, unpruned_like, vector_bound, vector_bound_text
     from sauronnet.networks.unet import default_widths
 
     model_dir = Path(args.model_dir)
@@ -865,8 +865,8 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         print(f"  total: parameters {now.parameters:,} of {ref.parameters:,} "
               f"(-{100 * (1 - now.parameters / ref.parameters):.1f} %), FLOPs {now.flops / 1e9:.4f} of "
               f"{ref.flops / 1e9:.4f} GFLOP (-{100 * (1 - now.flops / ref.flops):.1f} %)")
-        print("  " + vector_bound(vector_padded_flops(unpruned_like(net), patch), vector_padded_flops(net, patch),
-                                  vector_channels()))
+        if line := vector_bound_text(vector_bound(unpruned_like(net), net, patch)):
+            print(f"  {line}")
         summary = path.parent / "pruning_summary.json"
         if args.checkpoint == "final" and summary.is_file():  # what the pruning trainer said about this model
             for warning in json.loads(summary.read_text()).get("warnings", []):
@@ -955,10 +955,9 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
           f"({100 * pruning['parameters_removed_fraction']:.1f} % removed by pruning)")
     print(f"  forward FLOPs per patch {pruning['flops_before'] / 1e9:.3f} -> {pruning['flops_after'] / 1e9:.3f} GFLOP "
           f"({100 * pruning['flops_removed_fraction']:.1f} % removed)")
-    if "vector_channels" in pruning:
-        from sauronnet.networks.complexity import vector_bound
-        print("  " + vector_bound(pruning["vector_padded_flops_before"], pruning["vector_padded_flops_after"],
-                                  pruning["vector_channels"]))
+    from sauronnet.networks.complexity import vector_bound_text
+    if line := vector_bound_text(pruning):
+        print(f"  {line}")
     print(f"  prediction time per test case (mirroring TTA, start-up included): unpruned {per_case['Trainer']:.2f} s, "
           f"pruned {per_case['SauronTrainer']:.2f} s")
     budget = int(DEMO_PRUNE[DEMO_PRUNE.index("--epochs") + 1])

@@ -32,7 +32,7 @@ import torch
 
 from sauronnet.atomic import write_text_atomic
 from sauronnet.checkpoint import load_checkpoint
-from sauronnet.networks.complexity import measure, unpruned_like, vector_bound, vector_channels, vector_padded_flops
+from sauronnet.networks.complexity import measure, unpruned_like, vector_bound, vector_bound_text
 from sauronnet.networks.unet import default_widths
 from sauronnet.pruning.criteria import keep_highest
 from sauronnet.pruning.prune import prune_layer
@@ -266,14 +266,11 @@ class PruningTrainer(Trainer):
         unpruned = unpruned_like(self.network)
         before = measure(unpruned, self.cfg.patch_size)
         after = measure(self.network, self.cfg.patch_size)
-        block = vector_channels()
         p = {"method": self.name,
              "parameters_before": before.parameters, "parameters_after": after.parameters,
              "flops_before": before.flops, "flops_after": after.flops,
              "flops_removed_fraction": 1 - after.flops / before.flops,
-             "vector_channels": block,
-             "vector_padded_flops_before": vector_padded_flops(unpruned, self.cfg.patch_size, block),
-             "vector_padded_flops_after": vector_padded_flops(self.network, self.cfg.patch_size, block),
+             **vector_bound(unpruned, self.network, self.cfg.patch_size),
              "parameters_removed_fraction": 1 - after.parameters / before.parameters,
              "widths": self.network.widths(), "epochs_trained": self.epoch,
              **self.summary_extras(), "warnings": self.warnings()}
@@ -282,8 +279,8 @@ class PruningTrainer(Trainer):
         logger.info("%s: parameters %d -> %d (-%.1f %%), forward FLOPs %.3g -> %.3g (-%.1f %%)", self.name,
                     before.parameters, after.parameters, 100 * p["parameters_removed_fraction"], before.flops,
                     after.flops, 100 * p["flops_removed_fraction"])
-        logger.info("%s: %s", self.name, vector_bound(p["vector_padded_flops_before"], p["vector_padded_flops_after"],
-                                                       block))
+        if line := vector_bound_text(p):
+            logger.info("%s: %s", self.name, line)
         for w in p["warnings"]:
             logger.warning(w)
         return summary

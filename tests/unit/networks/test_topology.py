@@ -58,9 +58,17 @@ def test_vector_padded_flops_count_narrow_layers_as_a_whole_block():
     assert vector_padded_widths(narrow, 4) == {k: 4 if w <= 4 else 8 for k, w in narrow.widths().items()}
 
 
-def test_vector_channels_follow_the_cpu_capability(monkeypatch):
+def test_vector_channels_only_where_measured(monkeypatch):
     import torch
-    from sauronnet.networks.complexity import vector_channels
-    for capability, block in (("AVX512", 16), ("AVX2", 8), ("DEFAULT", 4), ("NEON", 4)):
+    from sauronnet.networks.complexity import vector_bound, vector_bound_text, vector_channels
+    full = build_network(PLAN, 2, 3, deep_supervision=False)
+    narrow = build_network(PLAN, 2, 3, {k: 4 for k in default_widths(PLAN)}, deep_supervision=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert vector_channels() == 8
+    bound = vector_bound(full, narrow, (16, 16, 16))
+    assert bound["vector_padded_flops_after"] == bound["vector_padded_flops_before"]  # 4 channels cost as 8
+    assert "channels 8 at a time" in vector_bound_text(bound) and "about 1.0x" in vector_bound_text(bound)
+    for capability in ("AVX512", "DEFAULT", "NEON"):  # not measured: nothing claimed
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
-        assert vector_channels() == block
+        assert vector_channels() is None and vector_bound(full, narrow, (16, 16, 16)) == {}
+        assert vector_bound_text({}) is None
