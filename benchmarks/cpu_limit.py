@@ -10,9 +10,9 @@ Measured in one run, same threads, medians of ``--repeats`` timed calls after on
 - the chip: a 2048² GEMM in fp32 and bf16, and a Conv3d 32→32, 3³ on 64×96×96 in fp32, fp32 channels-last, bf16
   autocast and bf16 channels-last. On a CPU without native bfloat16 (no AMX-BF16 / AVX512-BF16) the bf16 kernels
   are reference loops; they are measured on a 512² GEMM and an 8³·16-channel conv instead, marked "emulated";
-- output channels: a Conv3d 8→c, 3³ on 48×96×112 for c = 1…16, forward: on an AVX2 CPU oneDNN computes output
-  channels in blocks of 8 (its vector width in floats), so the time steps at the blocks instead of falling with c
-  — what ``sauronnet.networks.complexity.vector_padded_flops`` counts (``MEASURED_BLOCKS``: where this holds);
+- output channels: a Conv3d 8→c, 3³ on 48×96×112 for c = 1…16, forward: oneDNN's AVX2 kernels compute output
+  channels in blocks of 8 (the vector width in floats), so the time steps at the blocks instead of falling with c:
+  a layer pruned below 8 channels runs no faster (``--min-channels``);
 - narrow convolutions, as pruning leaves them: a Conv3d c→c, 3³ on 48×96×112 for c = 4, 8, 16, 32, its time and
   rate, forward (inference) and forward + backward (training, weights and inputs) in the default layout and in
   channels-last. A pruned network's time falls with its width, its FLOPs with the square of it: the rate shows

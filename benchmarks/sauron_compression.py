@@ -393,18 +393,14 @@ class Bench:
     def checkpoint(self, model: Model) -> Path:
         return self.model_dir(model) / "fold_all" / "checkpoint_final.pth"
 
-    def complexity(self, model: Model) -> tuple[int, float, float]:
-        """Parameters, forward FLOPs, and forward FLOPs with the widths padded to this CPU's vector blocks (NaN
-        where no block was measured)."""
+    def complexity(self, model: Model) -> tuple[int, float]:
         import torch
 
         from sauronnet.inference.torch_network import load_fold_network
-        from sauronnet.networks.complexity import measure, vector_channels, vector_padded_flops
+        from sauronnet.networks.complexity import measure
         net, plans, configuration = load_fold_network(self.checkpoint(model), torch.device("cpu"))
-        patch = plans.configuration(configuration).patch_size
-        c = measure(net, patch)
-        block = vector_channels()
-        return c.parameters, c.flops, vector_padded_flops(net, patch, block) if block else float("nan")
+        c = measure(net, plans.configuration(configuration).patch_size)
+        return c.parameters, c.flops
 
     def inference_times(self, repeats: int = 3) -> dict[str, float]:
         """Median sliding-window time per test case (no TTA), every model interleaved case by case."""
@@ -562,8 +558,6 @@ def main(argv=None) -> int:
     if args.train_only:
         return 0
     dice = {m.name: bench.evaluate(m) for m in run.models}
-    from sauronnet.networks.complexity import vector_channels
-
     size = {m.name: bench.complexity(m) for m in run.models}
     infer = bench.inference_times()
     curves = CACHE / "sauron_compression" / f"curves_{args.run}_{args.dataset}.png"
@@ -581,20 +575,19 @@ def main(argv=None) -> int:
              f"no TTA; {args.threads} threads; CPU: {cpu_model()}",
              f"command: .venv/bin/python {cmd}", "",
              "| model | fwd GFLOP | FLOPs removed | params | params removed | inference s/case | speed-up | "
-             f"block FLOP ratio ({vector_channels() or 'no measured'} ch blocks) | "
              + " | ".join(f"Dice {c}" for c in labels) + " | mean Dice | ΔDice | epochs | first / last epoch s | "
              "train time s (sum of its epochs) |",
-             "|" + "---|" * (13 + len(labels))]
+             "|" + "---|" * (12 + len(labels))]
     rows = []
     for m in run.models:
         metrics, _ = bench.history(m)
-        p, f, padded = size[m.name]
+        p, f = size[m.name]
         d = dice[m.name]
         change = d["foreground_mean_dice"] - dice[base]["foreground_mean_dice"]
         first, last = metrics[0]["epoch_time"], metrics[-1]["epoch_time"]
         lines.append(f"| {m.name} | {f / 1e9:.4f} | {100 * (1 - f / size[base][1]):.1f} % | {p:,} | "
                      f"{100 * (1 - p / size[base][0]):.1f} % | {infer[m.name]:.3f} | "
-                     f"{infer[base] / infer[m.name]:.2f}x | {size[base][2] / padded:.2f}x | "
+                     f"{infer[base] / infer[m.name]:.2f}x | "
                      + " | ".join(f"{d['mean'][str(c)]['dice']:.4f}" for c in labels)
                      + f" | {d['foreground_mean_dice']:.4f} | {change:+.4f} | {len(metrics)} | "
                        f"{first:.2f} / {last:.2f} | {sum(h['epoch_time'] for h in metrics):.0f} |")

@@ -302,9 +302,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                              "'Two ways to a small model')")
     sauron.add_argument("--min-channels", type=int, metavar="N",
                         help="non-paper: no layer is pruned below N channels (a layer planned narrower keeps its "
-                             "width). On an AVX2 CPU a convolution computes its output channels in blocks of 8, so "
-                             "a layer pruned below 8 runs no faster; sauron_info shows the speed-up the blocks allow "
-                             "(default: off, as the paper)")
+                             "width): --width-floor in channels instead of a fraction. A CPU convolution computes "
+                             "output channels in blocks (8 with AVX2), so one pruned below 8 runs no faster; the "
+                             "network's speed-up shrinks with the floor all the same (sauron_info --speed measures "
+                             "it; README: 'Two ways to a small model'; default: off, as the paper)")
     sauron.add_argument("--skip-empty-patience", action="store_const", const=True, default=None,
                         help="non-paper: a threshold step that removes no channel of its layer is followed by no "
                              "patience, so thresholds climb through the empty low part of the grid quickly (for a "
@@ -496,13 +497,10 @@ def _train_unlocked(args: argparse.Namespace, trainer, cls, name: str, preset: s
     print(f"{name} fold {args.fold}: {cls.name} trained {trainer.epoch} epochs in {time.perf_counter() - t0:.0f} s; "
           f"validation Dice {dice} (mean {summary['foreground_mean_dice']:.4f})")
     if "pruning" in summary:
-        from sauronnet.networks.complexity import vector_bound_text
         p = summary["pruning"]
         print(f"pruning: parameters {p['parameters_before']:,} -> {p['parameters_after']:,} "
               f"(-{100 * p['parameters_removed_fraction']:.1f} %), forward FLOPs {p['flops_before'] / 1e9:.3f} -> "
               f"{p['flops_after'] / 1e9:.3f} GFLOP (-{100 * p['flops_removed_fraction']:.1f} %)")
-        if line := vector_bound_text(p):
-            print(f"pruning: {line}")
         for warning in p["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
     print(f"model: {trainer.output_dir}")
@@ -829,20 +827,35 @@ def info_main(argv: Sequence[str] | None = None) -> int:
                     "parameters and forward FLOPs at the plan's patch size (one patch, inference, "
                     "torch.utils.flop_counter), the totals against the unpruned network, and the warnings the "
                     "pruning trainer wrote about the final model (pruning_summary.json: e.g. a class learned only "
-                    "after most channels were gone).",
+                    "after most channels were gone). With --speed also the CPU time of one network call as "
+                    "sauron_predict makes it, against the unpruned network's: FLOPs do not predict it for narrow "
+                    "layers.",
         formatter_class=_HelpFormatter)
     parser.add_argument("model_dir", help="model folder TRAINER__PRESET__CONFIG, or one of its fold_F folders")
     parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final")
+    parser.add_argument("--speed", action="store_true",
+                        help="also time one network call on this CPU (as many tiles as sauron_predict puts in one "
+                             "call, fp32, no TTA), this model's against the unpruned network of its plan, median of "
+                             "--repeats interleaved calls")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per network for --speed")
+    parser.add_argument("--threads", type=int, help="torch threads for --speed (default: all cores)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     if missing := _missing_training_install(("torch",)):
         return _report([f"{parser.prog} needs the training install (missing: {missing}): pip install 'sauronnet[train]'"])
     _setup_logging(False)
     import torch
 
+    from sauronnet.inference.sliding_window import tiles_per_call
     from sauronnet.inference.torch_network import load_fold_network
-    from sauronnet.networks.complexity import measure, unpruned_like, vector_bound, vector_bound_text
+    from sauronnet.networks.complexity import forward_seconds, measure, unpruned_like
     from sauronnet.networks.unet import default_widths
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model_dir = Path(args.model_dir)
     folds = [model_dir] if model_dir.name.startswith("fold_") else sorted(model_dir.glob("fold_*"))
     name = f"checkpoint_{args.checkpoint}.pth"
@@ -855,7 +868,8 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as e:
             return _report([str(e)])
         patch = plans.configuration(configuration).patch_size
-        now, ref = measure(net, patch), measure(unpruned_like(net), patch)
+        unpruned = unpruned_like(net)
+        now, ref = measure(net, patch), measure(unpruned, patch)
         planned = default_widths(net.plan)
         print(f"{path.parent.name} ({plans.dataset_name}, {configuration}, patch {list(patch)}):")
         print(f"  {'layer':<10}{'width':>12}{'parameters':>14}{'GFLOP':>10}")
@@ -865,8 +879,12 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         print(f"  total: parameters {now.parameters:,} of {ref.parameters:,} "
               f"(-{100 * (1 - now.parameters / ref.parameters):.1f} %), FLOPs {now.flops / 1e9:.4f} of "
               f"{ref.flops / 1e9:.4f} GFLOP (-{100 * (1 - now.flops / ref.flops):.1f} %)")
-        if line := vector_bound_text(vector_bound(unpruned_like(net), net, patch)):
-            print(f"  {line}")
+        if args.speed:
+            tiles = tiles_per_call(patch)
+            mine, full = forward_seconds([net, unpruned], patch, tiles, args.repeats)
+            print(f"  one network call of {tiles} tile(s) on this CPU (fp32, {torch.get_num_threads()} thread(s)): "
+                  f"{1e3 * mine:.1f} ms against the unpruned network's {1e3 * full:.1f} ms ({full / mine:.2f}x "
+                  f"faster; median of {args.repeats})")
         summary = path.parent / "pruning_summary.json"
         if args.checkpoint == "final" and summary.is_file():  # what the pruning trainer said about this model
             for warning in json.loads(summary.read_text()).get("warnings", []):
@@ -955,9 +973,6 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
           f"({100 * pruning['parameters_removed_fraction']:.1f} % removed by pruning)")
     print(f"  forward FLOPs per patch {pruning['flops_before'] / 1e9:.3f} -> {pruning['flops_after'] / 1e9:.3f} GFLOP "
           f"({100 * pruning['flops_removed_fraction']:.1f} % removed)")
-    from sauronnet.networks.complexity import vector_bound_text
-    if line := vector_bound_text(pruning):
-        print(f"  {line}")
     print(f"  prediction time per test case (mirroring TTA, start-up included): unpruned {per_case['Trainer']:.2f} s, "
           f"pruned {per_case['SauronTrainer']:.2f} s")
     budget = int(DEMO_PRUNE[DEMO_PRUNE.index("--epochs") + 1])

@@ -32,7 +32,7 @@ import torch
 
 from sauronnet.atomic import write_text_atomic
 from sauronnet.checkpoint import load_checkpoint
-from sauronnet.networks.complexity import measure, unpruned_like, vector_bound, vector_bound_text
+from sauronnet.networks.complexity import measure, unpruned_like
 from sauronnet.networks.unet import default_widths
 from sauronnet.pruning.criteria import keep_highest
 from sauronnet.pruning.prune import prune_layer
@@ -263,14 +263,12 @@ class PruningTrainer(Trainer):
     def on_train_end(self, summary: dict) -> dict:
         """Adds parameters and forward FLOPs before and after pruning to the summary (and
         ``pruning_summary.json``)."""
-        unpruned = unpruned_like(self.network)
-        before = measure(unpruned, self.cfg.patch_size)
+        before = measure(unpruned_like(self.network), self.cfg.patch_size)
         after = measure(self.network, self.cfg.patch_size)
         p = {"method": self.name,
              "parameters_before": before.parameters, "parameters_after": after.parameters,
              "flops_before": before.flops, "flops_after": after.flops,
              "flops_removed_fraction": 1 - after.flops / before.flops,
-             **vector_bound(unpruned, self.network, self.cfg.patch_size),
              "parameters_removed_fraction": 1 - after.parameters / before.parameters,
              "widths": self.network.widths(), "epochs_trained": self.epoch,
              **self.summary_extras(), "warnings": self.warnings()}
@@ -279,8 +277,6 @@ class PruningTrainer(Trainer):
         logger.info("%s: parameters %d -> %d (-%.1f %%), forward FLOPs %.3g -> %.3g (-%.1f %%)", self.name,
                     before.parameters, after.parameters, 100 * p["parameters_removed_fraction"], before.flops,
                     after.flops, 100 * p["flops_removed_fraction"])
-        if line := vector_bound_text(p):
-            logger.info("%s: %s", self.name, line)
         for w in p["warnings"]:
             logger.warning(w)
         return summary

@@ -68,9 +68,9 @@ class SauronConfig(TrainerConfig):
     #: and the channels least like it are kept), so that no path of the network narrows to a few channels (None:
     #: no floor, as the paper)
     width_floor: float | None = None
-    #: non-paper: no layer is pruned below this many channels (a layer planned narrower keeps its width). On an
-    #: AVX2 CPU, oneDNN's convolutions compute output channels in blocks of 8
-    #: (``sauronnet.networks.complexity.vector_channels``), so a layer pruned below 8 runs no faster
+    #: non-paper: no layer is pruned below this many channels (a layer planned narrower keeps its width); with
+    #: ``width_floor`` the larger floor holds. oneDNN's AVX2 convolutions compute output channels in blocks of 8, so
+    #: a convolution pruned below 8 runs no faster (``benchmarks/cpu_limit.py --parts output-channels``)
     #: (None: no floor, as the paper)
     min_channels: int | None = None
     #: non-paper: no patience after a threshold step that removed nothing from its layer (see

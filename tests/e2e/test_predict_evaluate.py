@@ -64,13 +64,20 @@ def test_continue_skips_written_cases_and_bad_inputs_do_not_stop_others(pruned_m
 
 
 def test_info_reports_the_pruned_widths(pruned_model, capsys):
-    from sauronnet.networks.complexity import vector_channels
     _, trainer = pruned_model
     assert cli.info_main([str(trainer.output_dir.parent)]) == 0
     out = capsys.readouterr().out
     widths = trainer.network.widths()
     assert f"{widths['enc0.0']}/8" in out and "total: parameters" in out and "GFLOP" in out
-    assert ("channels 8 at a time" in out) == (vector_channels() == 8)
+
+
+def test_info_times_the_model_against_the_unpruned_network(pruned_model, capsys):
+    _, trainer = pruned_model
+    assert cli.info_main([str(trainer.output_dir.parent), "--speed", "--repeats", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "one network call of" in out and "(fp32, 1 thread(s))" in out and "against the unpruned network's" in out
+    with pytest.raises(SystemExit):
+        cli.info_main([str(trainer.output_dir.parent), "--speed", "--repeats", "0"])
 
 
 def test_info_repeats_the_warnings_of_training(pruned_model, tmp_path, capsys):

@@ -44,31 +44,10 @@ def test_a_seeded_build_leaves_the_global_random_state_alone():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def test_vector_padded_flops_count_narrow_layers_as_a_whole_block():
-    from sauronnet.networks.complexity import vector_padded_flops, vector_padded_widths
-    full = build_network(PLAN, 2, 3, deep_supervision=False)
-    narrow = build_network(PLAN, 2, 3, {k: max(1, w - 3) for k, w in default_widths(PLAN).items()},
-                           deep_supervision=False)
-    # widths 1, 3, 5 (planned 4, 6, 8) all take one block of 8: the same work as the unpruned network's
-    assert vector_padded_widths(narrow, 8) == {k: 8 for k in default_widths(PLAN)}
-    assert vector_padded_flops(narrow, (16, 16, 16), 8) == vector_padded_flops(full, (16, 16, 16), 8)
-    assert measure(narrow, (16, 16, 16)).flops < measure(full, (16, 16, 16)).flops
-    # in blocks of one channel they are the plain FLOPs; in blocks of 4 the padding sits where widths are not
-    assert vector_padded_flops(narrow, (16, 16, 16), 1) == measure(narrow, (16, 16, 16)).flops
-    assert vector_padded_widths(narrow, 4) == {k: 4 if w <= 4 else 8 for k, w in narrow.widths().items()}
-
-
-def test_vector_channels_only_where_measured(monkeypatch):
-    import torch
-    from sauronnet.networks.complexity import vector_bound, vector_bound_text, vector_channels
-    full = build_network(PLAN, 2, 3, deep_supervision=False)
-    narrow = build_network(PLAN, 2, 3, {k: 4 for k in default_widths(PLAN)}, deep_supervision=False)
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert vector_channels() == 8
-    bound = vector_bound(full, narrow, (16, 16, 16))
-    assert bound["vector_padded_flops_after"] == bound["vector_padded_flops_before"]  # 4 channels cost as 8
-    assert "channels 8 at a time" in vector_bound_text(bound) and "about 1.0x" in vector_bound_text(bound)
-    for capability in ("AVX512", "DEFAULT", "NEON"):  # not measured: nothing claimed
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
-        assert vector_channels() is None and vector_bound(full, narrow, (16, 16, 16)) == {}
-        assert vector_bound_text({}) is None
+def test_forward_seconds_times_each_network_and_restores_its_mode():
+    from sauronnet.networks.complexity import forward_seconds
+    nets = [build_network(PLAN, 2, 3), build_network(PLAN, 2, 3, {k: 1 for k in default_widths(PLAN)})]
+    nets[1].eval()
+    seconds = forward_seconds(nets, (16, 16, 16), batch=2, repeats=2)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)
+    assert nets[0].training and not nets[1].training and all(n.deep_supervision for n in nets)

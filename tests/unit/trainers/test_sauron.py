@@ -44,9 +44,6 @@ def test_widths_shrink_and_outputs_are_written(results_paths):
     p = summary["pruning"]
     assert p["flops_after"] < p["flops_before"] and p["parameters_after"] < p["parameters_before"]
     assert json.loads((t.output_dir / "pruning_summary.json").read_text())["widths"] == widths
-    # on a CPU with a measured vector block, the FLOPs with the widths padded to it (they bound the speed-up)
-    if "vector_channels" in p:
-        assert p["flops_after"] <= p["vector_padded_flops_after"] <= p["vector_padded_flops_before"]
     # the pruned checkpoint rebuilds its own network and reproduces its outputs exactly
     net, _, _ = load_fold_network(t.output_dir / "checkpoint_final.pth", torch.device("cpu"))
     assert net.widths() == widths
