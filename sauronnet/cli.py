@@ -835,7 +835,7 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final")
     parser.add_argument("--speed", action="store_true",
                         help="also time one network call on this CPU (as many tiles as sauron_predict puts in one "
-                             "call, fp32, no TTA), this model's against the unpruned network of its plan, median of "
+                             "call, in the model's precision, no TTA), this model's against the unpruned network of its plan, median of "
                              "--repeats interleaved calls")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per network for --speed")
     parser.add_argument("--threads", type=int, help="torch threads for --speed (default: all cores)")
@@ -882,7 +882,8 @@ def info_main(argv: Sequence[str] | None = None) -> int:
         if args.speed:
             tiles = tiles_per_call(patch)
             mine, full = forward_seconds([net, unpruned], patch, tiles, args.repeats)
-            print(f"  one network call of {tiles} tile(s) on this CPU (fp32, {torch.get_num_threads()} thread(s)): "
+            dtype = str(next(net.parameters()).dtype).removeprefix("torch.")
+            print(f"  one network call of {tiles} tile(s) on this CPU ({dtype}, {torch.get_num_threads()} thread(s)): "
                   f"{1e3 * mine:.1f} ms against the unpruned network's {1e3 * full:.1f} ms ({full / mine:.2f}x "
                   f"faster; median of {args.repeats})")
         summary = path.parent / "pruning_summary.json"

@@ -63,9 +63,10 @@ def measure(net: UNet, patch_size: Sequence[int]) -> Complexity:
 @torch.inference_mode()
 def forward_seconds(nets: Sequence[UNet], patch_size: Sequence[int], batch: int = 1, repeats: int = 5
                     ) -> list[float]:
-    """Per network, the median seconds of one inference forward (deep supervision off, float32, the current torch
-    threads) on ``batch`` random patches, on the device of its parameters; the networks' calls interleaved, so that
-    a drift of the machine hits all alike, each after one warm-up call (oneDNN builds its kernels on the first)."""
+    """Per network, the median seconds of one inference forward (deep supervision off, the current torch threads)
+    on ``batch`` random patches, on the device and in the dtype of its parameters; the networks' calls interleaved,
+    so that a drift of the machine hits all alike, each after one warm-up call (oneDNN builds its kernels on the
+    first)."""
     states = [(n.training, n.deep_supervision) for n in nets]
     times: list[list[float]] = [[] for _ in nets]
     try:

@@ -75,7 +75,7 @@ def test_info_times_the_model_against_the_unpruned_network(pruned_model, capsys)
     _, trainer = pruned_model
     assert cli.info_main([str(trainer.output_dir.parent), "--speed", "--repeats", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "one network call of" in out and "(fp32, 1 thread(s))" in out and "against the unpruned network's" in out
+    assert "one network call of" in out and "(float32, 1 thread(s))" in out and "against the unpruned network's" in out
     with pytest.raises(SystemExit):
         cli.info_main([str(trainer.output_dir.parent), "--speed", "--repeats", "0"])
 
