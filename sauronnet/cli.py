@@ -881,6 +881,7 @@ def info_main(argv: Sequence[str] | None = None) -> int:
               f"{ref.flops / 1e9:.4f} GFLOP (-{100 * (1 - now.flops / ref.flops):.1f} %)")
         if args.speed:
             tiles = tiles_per_call(patch)
+            print(f"  timing {args.repeats} + 1 calls of each network ...", flush=True)
             mine, full = forward_seconds([net, unpruned], patch, tiles, args.repeats)
             dtype = str(next(net.parameters()).dtype).removeprefix("torch.")
             print(f"  one network call of {tiles} tile(s) on this CPU ({dtype}, {torch.get_num_threads()} thread(s)): "
