@@ -63,9 +63,9 @@ def measure(net: UNet, patch_size: Sequence[int]) -> Complexity:
 @torch.inference_mode()
 def forward_seconds(nets: Sequence[UNet], patch_size: Sequence[int], batch: int = 1, repeats: int = 5
                     ) -> list[float]:
-    """Per network, the median seconds of one inference forward (deep supervision off, the current torch threads)
-    on ``batch`` random patches, on the device and in the dtype of its parameters; the networks' calls interleaved,
-    so that a drift of the machine hits all alike, each after one warm-up call (oneDNN builds its kernels on the
+    """Per network (on the CPU), the median seconds of one inference forward (deep supervision off, the current
+    torch threads) on ``batch`` random patches in the dtype of its parameters; the networks' calls interleaved, so
+    that a drift of the machine hits all alike, each after one warm-up call (oneDNN builds its kernels on the
     first)."""
     states = [(n.training, n.deep_supervision) for n in nets]
     times: list[list[float]] = [[] for _ in nets]
@@ -74,17 +74,12 @@ def forward_seconds(nets: Sequence[UNet], patch_size: Sequence[int], batch: int 
         for n in nets:
             n.eval()
             n.deep_supervision = False
-            param = next(n.parameters())
-            inputs.append(torch.randn(batch, n.in_channels, *patch_size, device=param.device, dtype=param.dtype))
+            inputs.append(torch.randn(batch, n.in_channels, *patch_size, dtype=next(n.parameters()).dtype))
             n(inputs[-1])
         for _ in range(repeats):
             for n, x, t in zip(nets, inputs, times):
-                if x.device.type == "cuda":
-                    torch.cuda.synchronize(x.device)
                 t0 = time.perf_counter()
                 n(x)
-                if x.device.type == "cuda":
-                    torch.cuda.synchronize(x.device)
                 t.append(time.perf_counter() - t0)
     finally:
         for n, (training, ds) in zip(nets, states):
